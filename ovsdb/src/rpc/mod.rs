@@ -1,0 +1,7 @@
+//! JSON-RPC 1.0 as OVSDB speaks it: stream framing and messages.
+
+pub mod framing;
+pub mod message;
+
+pub use framing::{FramingError, JsonFramer, DEFAULT_MAX_MESSAGE};
+pub use message::{error_response, notification, request, response, Message, MessageError};
