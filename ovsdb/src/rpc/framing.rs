@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn several_messages_in_one_read() {
-        let got = frames(&[br#"{"id":1,"result":[]} {"id":"echo","method":"echo","params":[]}"#]).unwrap();
+        let got = frames(&[br#"{"id":1,"result":[]} {"id":"echo","method":"echo","params":[]}"#])
+            .unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1], r#"{"id":"echo","method":"echo","params":[]}"#);
     }
@@ -204,7 +205,11 @@ mod tests {
         let msg = br#"{"a":"x}\"{y\\","b":[1,{"c":"]"}]}"#;
         for cut in 0..msg.len() {
             let got = frames(&[&msg[..cut], &msg[cut..]]).unwrap();
-            assert_eq!(got, vec![String::from_utf8(msg.to_vec()).unwrap()], "cut {cut}");
+            assert_eq!(
+                got,
+                vec![String::from_utf8(msg.to_vec()).unwrap()],
+                "cut {cut}"
+            );
         }
         // one byte at a time, including an escape split from its character
         let chunks: Vec<&[u8]> = msg.chunks(1).collect();
@@ -216,7 +221,10 @@ mod tests {
         let mut f = JsonFramer::new(64);
         let mut buf = BytesMut::from(&b"{\"a\":\""[..]);
         buf.extend_from_slice(&[b'x'; 100]);
-        assert!(matches!(f.next_frame(&mut buf), Err(FramingError::TooLarge { .. })));
+        assert!(matches!(
+            f.next_frame(&mut buf),
+            Err(FramingError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -53,6 +53,52 @@ pub enum Message<'a> {
     },
 }
 
+impl<'a> Message<'a> {
+    pub fn parse(frame: &'a [u8]) -> Result<Message<'a>, MessageError> {
+        let w: Wire<'a> =
+            serde_json::from_slice(frame).map_err(|e| MessageError::BadMessage(e.to_string()))?;
+        let id = w.id.filter(|id| id.get() != "null");
+        match (w.method, id) {
+            (Some(method), Some(id)) => {
+                if w.result.is_some() || w.error.is_some() {
+                    return Err(MessageError::BadMessage(
+                        "request has unexpected member \"result\" or \"error\"".into(),
+                    ));
+                }
+                Ok(Message::Request {
+                    id,
+                    method,
+                    params: w.params,
+                })
+            }
+            (Some(method), None) => Ok(Message::Notification {
+                method,
+                params: w.params,
+            }),
+            (None, Some(id)) => {
+                if w.params.is_some() {
+                    return Err(MessageError::BadMessage(
+                        "reply has unexpected member \"params\"".into(),
+                    ));
+                }
+                match (w.result, w.error) {
+                    (_, Some(e)) if !e.is_null() => Ok(Message::Response {
+                        id,
+                        outcome: Err(e),
+                    }),
+                    (Some(r), _) => Ok(Message::Response { id, outcome: Ok(r) }),
+                    (None, _) => Err(MessageError::BadMessage(
+                        "reply has neither \"result\" nor \"error\"".into(),
+                    )),
+                }
+            }
+            (None, None) => Err(MessageError::BadMessage(
+                "message has neither \"method\" nor \"id\"".into(),
+            )),
+        }
+    }
+}
+
 /// Serializes a request `{"id":…,"method":…,"params":…}`.
 pub fn request<P: Serialize + ?Sized>(id: &Value, method: &str, params: &P) -> Bytes {
     #[derive(Serialize)]
@@ -119,7 +165,9 @@ mod tests {
             Message::Notification { .. }
         ));
         match Message::parse(br#"{"id":9,"error":"unknown method"}"#).unwrap() {
-            Message::Response { outcome: Err(e), .. } => assert_eq!(e, json!("unknown method")),
+            Message::Response {
+                outcome: Err(e), ..
+            } => assert_eq!(e, json!("unknown method")),
             m => panic!("{m:?}"),
         }
         match Message::parse(br#"{"id":3,"result":["hardware_vtep"],"error":null}"#).unwrap() {
@@ -130,7 +178,9 @@ mod tests {
 
     #[test]
     fn rejects_jsonrpc_member_and_nonsense() {
-        assert!(Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"echo","params":[]}"#).is_err());
+        assert!(
+            Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"echo","params":[]}"#).is_err()
+        );
         assert!(Message::parse(br#"{"id":1}"#).is_err());
         assert!(Message::parse(br#"[1,2]"#).is_err());
         assert!(Message::parse(br#"{}"#).is_err());
@@ -141,7 +191,10 @@ mod tests {
         let r = request(&json!(1), "echo", &json!([]));
         assert_eq!(&r[..], br#"{"id":1,"method":"echo","params":[]}"#);
         let id: &RawValue = serde_json::from_str("\"echo\"").unwrap();
-        assert_eq!(&response(id, &json!([]))[..], br#"{"id":"echo","result":[],"error":null}"#);
+        assert_eq!(
+            &response(id, &json!([]))[..],
+            br#"{"id":"echo","result":[],"error":null}"#
+        );
         assert_eq!(
             &error_response(id, &json!("unknown method"))[..],
             br#"{"id":"echo","error":"unknown method"}"#

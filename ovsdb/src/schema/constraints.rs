@@ -47,14 +47,12 @@ impl BaseType {
                 _ => Ok(()),
             },
             Atom::Real(r) => match (self.min_real, self.max_real) {
-                (Some(lo), Some(hi)) if *r < lo || *r > hi => {
-                    Err(ValueError::Constraint(format!(
-                        "{} is not in the valid range {} to {} (inclusive)",
-                        format_real(*r),
-                        format_real(lo),
-                        format_real(hi)
-                    )))
-                }
+                (Some(lo), Some(hi)) if *r < lo || *r > hi => Err(ValueError::Constraint(format!(
+                    "{} is not in the valid range {} to {} (inclusive)",
+                    format_real(*r),
+                    format_real(lo),
+                    format_real(hi)
+                ))),
                 (Some(lo), None) if *r < lo => Err(ValueError::Constraint(format!(
                     "{} is less than minimum allowed value {}",
                     format_real(*r),

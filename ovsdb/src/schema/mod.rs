@@ -79,7 +79,9 @@ impl TableSchema {
         let sorted: BTreeMap<&String, &Value> = cols.iter().collect();
         for (cname, cv) in sorted {
             if cname.starts_with('_') {
-                return err(format!("{name}.{cname}: names beginning with \"_\" are reserved"));
+                return err(format!(
+                    "{name}.{cname}: names beginning with \"_\" are reserved"
+                ));
             }
             if !crate::value::is_valid_id(cname) {
                 return err(format!("{name}.{cname}: not a valid column name"));
@@ -146,7 +148,9 @@ impl TableSchema {
                         SchemaError(format!("table {name}: index column must be a string"))
                     })?;
                     let pos = by_name.get(cname).copied().ok_or_else(|| {
-                        SchemaError(format!("table {name}: index refers to unknown column {cname}"))
+                        SchemaError(format!(
+                            "table {name}: index refers to unknown column {cname}"
+                        ))
                     })?;
                     if columns[pos].ephemeral {
                         return err(format!(
@@ -352,7 +356,8 @@ pub fn server_db() -> Arc<DatabaseSchema> {
         .get_or_init(|| {
             #[allow(clippy::expect_used)]
             Arc::new(
-                DatabaseSchema::from_str(SERVER_SCHEMA_JSON).expect("embedded _Server schema parses"),
+                DatabaseSchema::from_str(SERVER_SCHEMA_JSON)
+                    .expect("embedded _Server schema parses"),
             )
         })
         .clone()
@@ -378,7 +383,10 @@ mod tests {
         let pp = s.table("Physical_Port").unwrap();
         let vb = &pp.column("vlan_bindings").unwrap().ty;
         assert_eq!(vb.key.max_integer, Some(4095));
-        assert_eq!(vb.value.as_ref().unwrap().ref_table.as_deref(), Some("Logical_Switch"));
+        assert_eq!(
+            vb.value.as_ref().unwrap().ref_table.as_deref(),
+            Some("Logical_Switch")
+        );
     }
 
     #[test]

@@ -90,7 +90,9 @@ impl BaseType {
                 let mut b = BaseType::plain(atomic);
                 let only_for = |key: &str, t: AtomicType| -> Result<(), SchemaError> {
                     if o.contains_key(key) && atomic != t {
-                        Err(SchemaError(format!("{key} is not allowed for type {atomic}")))
+                        Err(SchemaError(format!(
+                            "{key} is not allowed for type {atomic}"
+                        )))
                     } else {
                         Ok(())
                     }
@@ -136,7 +138,9 @@ impl BaseType {
                 b.max_length = len("maxLength")?;
                 if let (Some(lo), Some(hi)) = (b.min_integer, b.max_integer) {
                     if lo > hi {
-                        return Err(SchemaError(format!("minInteger {lo} exceeds maxInteger {hi}")));
+                        return Err(SchemaError(format!(
+                            "minInteger {lo} exceeds maxInteger {hi}"
+                        )));
                     }
                 }
                 if let (Some(lo), Some(hi)) = (b.min_real, b.max_real) {
@@ -146,7 +150,9 @@ impl BaseType {
                 }
                 if let (Some(lo), Some(hi)) = (b.min_length, b.max_length) {
                     if lo > hi {
-                        return Err(SchemaError(format!("minLength {lo} exceeds maxLength {hi}")));
+                        return Err(SchemaError(format!(
+                            "minLength {lo} exceeds maxLength {hi}"
+                        )));
                     }
                 }
                 if let Some(rt) = o.get("refTable") {
@@ -160,7 +166,9 @@ impl BaseType {
                     None => {}
                     Some(Some("strong")) => b.ref_type = RefType::Strong,
                     Some(Some("weak")) => b.ref_type = RefType::Weak,
-                    Some(_) => return Err(SchemaError("refType must be \"strong\" or \"weak\"".into())),
+                    Some(_) => {
+                        return Err(SchemaError("refType must be \"strong\" or \"weak\"".into()))
+                    }
                 }
                 if o.contains_key("refType") && b.ref_table.is_none() {
                     return Err(SchemaError("refType requires refTable".into()));
@@ -284,7 +292,9 @@ impl ColumnType {
                     },
                 };
                 if min > max {
-                    return Err(SchemaError(format!("ovsdb type fails constraint checks: min {min} exceeds max {max}")));
+                    return Err(SchemaError(format!(
+                        "ovsdb type fails constraint checks: min {min} exceeds max {max}"
+                    )));
                 }
                 Ok(ColumnType {
                     key,
@@ -336,9 +346,14 @@ mod tests {
         let o = ColumnType::from_json(&json!({"key": "integer", "min": 0})).unwrap();
         assert!(o.is_optional());
         assert_eq!(o.to_json(), json!({"key": "integer", "min": 0}));
-        let e = ColumnType::from_json(&json!({"key": {"type": "string", "enum": ["set", ["a", "b"]]}, "min": 0})).unwrap();
+        let e = ColumnType::from_json(
+            &json!({"key": {"type": "string", "enum": ["set", ["a", "b"]]}, "min": 0}),
+        )
+        .unwrap();
         assert_eq!(e.key.enumeration.as_ref().unwrap().len(), 2);
         assert!(ColumnType::from_json(&json!({"key": "string", "min": 2})).is_err());
-        assert!(ColumnType::from_json(&json!({"key": {"type": "string", "minInteger": 1}})).is_err());
+        assert!(
+            ColumnType::from_json(&json!({"key": {"type": "string", "minInteger": 1}})).is_err()
+        );
     }
 }

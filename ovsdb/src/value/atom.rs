@@ -146,9 +146,7 @@ impl Atom {
                         if is_valid_id(s) {
                             Ok(Atom::NamedUuid(s.into()))
                         } else {
-                            Err(ValueError::Syntax(format!(
-                                "\"{s}\" is not a valid <id>"
-                            )))
+                            Err(ValueError::Syntax(format!("\"{s}\" is not a valid <id>")))
                         }
                     }
                     _ => Err(ValueError::type_mismatch(ty, value)),
@@ -383,7 +381,10 @@ mod tests {
         let a = Atom::from_json(&u, AtomicType::Uuid).unwrap();
         assert_eq!(serde_json::to_value(&a).unwrap(), u);
         assert_eq!(a.to_json(), u);
-        assert_eq!(Atom::from_json(&json!(5), AtomicType::Real).unwrap(), Atom::Real(5.0));
+        assert_eq!(
+            Atom::from_json(&json!(5), AtomicType::Real).unwrap(),
+            Atom::Real(5.0)
+        );
         assert!(Atom::from_json(&json!(5.5), AtomicType::Integer).is_err());
         assert!(Atom::from_json(&json!("x"), AtomicType::Integer).is_err());
         assert!(Atom::from_json(&json!(["named-uuid", "1bad"]), AtomicType::Uuid).is_err());

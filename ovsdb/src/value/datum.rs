@@ -194,9 +194,7 @@ impl Datum {
                     let elems = match &a[1] {
                         Value::Array(e) => e,
                         _ => {
-                            return Err(ValueError::Syntax(format!(
-                                "{value}: set is not an array"
-                            )))
+                            return Err(ValueError::Syntax(format!("{value}: set is not an array")))
                         }
                     };
                     let atoms = elems
@@ -419,7 +417,9 @@ mod tests {
         let m = json!(["map", [[1, "x"], [5, "y"]]]);
         assert_eq!(Datum::from_json(&m, &map_ty).unwrap().to_json(), m);
         assert_eq!(
-            Datum::from_json(&json!(["map", []]), &map_ty).unwrap().to_json(),
+            Datum::from_json(&json!(["map", []]), &map_ty)
+                .unwrap()
+                .to_json(),
             json!(["map", []])
         );
         assert!(Datum::from_json(&json!({"1": "x"}), &map_ty).is_err());

@@ -218,7 +218,9 @@ impl<'de> Visitor<'de> for RowUpdateSeed<'_> {
                 (false, Some(cols)) => RowChange::Insert(cols),
                 (true, Some(cols)) => RowChange::Replace(cols),
                 (true, None) => RowChange::Delete,
-                (false, None) => return Err(de::Error::custom("row update has neither old nor new")),
+                (false, None) => {
+                    return Err(de::Error::custom("row update has neither old nor new"))
+                }
             }),
         }
     }
@@ -589,7 +591,10 @@ mod tests {
             r#"{"Logical_Switch":{"3f2a9c1e-5b7d-4e21-9a0c-6d1f2e3b4a55":{"bogus":{}}}}"#,
             r#"{"Physical_Port":{"3f2a9c1e-5b7d-4e21-9a0c-6d1f2e3b4a55":{"insert":{"vlan_bindings":["map",[[1]]]}}}}"#,
         ] {
-            assert!(parse_table_updates(bad, &s, UpdateFormat::V2).is_err(), "{bad}");
+            assert!(
+                parse_table_updates(bad, &s, UpdateFormat::V2).is_err(),
+                "{bad}"
+            );
         }
     }
 }
