@@ -5,6 +5,7 @@
 
 pub mod rpc;
 pub mod schema;
+pub mod transport;
 pub mod value;
 
 pub use schema::{DatabaseSchema, TableSchema};
