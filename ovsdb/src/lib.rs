@@ -3,10 +3,14 @@
 //! an async client with a replica cache, and an in-memory server that
 //! reproduces ovsdb-server's transaction semantics.
 
+pub mod client;
 pub mod rpc;
 pub mod schema;
 pub mod transport;
 pub mod value;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use schema::{DatabaseSchema, TableSchema};
 pub use value::{Atom, Datum, Row, Uuid};

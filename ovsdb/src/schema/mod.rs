@@ -173,7 +173,7 @@ impl TableSchema {
     }
 
     /// The normalized form ovsdb-server's `get_schema` returns.
-    pub fn to_json(&self) -> Value {
+    pub fn to_json(&self, all_root: bool) -> Value {
         let mut cols = Map::new();
         for c in &self.columns {
             let mut o = Map::new();
@@ -191,7 +191,7 @@ impl TableSchema {
         if let Some(m) = self.max_rows {
             t.insert("maxRows".into(), json!(m));
         }
-        if self.is_root {
+        if self.is_root && !all_root {
             t.insert("isRoot".into(), Value::Bool(true));
         }
         if !self.indexes.is_empty() {
@@ -241,14 +241,17 @@ impl DatabaseSchema {
         if !crate::value::is_valid_id(&name) {
             return err(format!("{name} is not a valid database name"));
         }
-        let version = obj
-            .get("version")
-            .and_then(Value::as_str)
-            .ok_or_else(|| SchemaError(format!("schema {name} has no version")))?
-            .to_string();
+        // Old schemas have no version; ovsdb-server accepts them.
+        let version = match obj.get("version") {
+            None => String::new(),
+            Some(Value::String(v)) => v.clone(),
+            Some(_) => return err("version must be a string"),
+        };
         let parts: Vec<&str> = version.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.parse::<u32>().is_err()) {
-            return err(format!("schema version \"{version}\" is not in x.y.z form"));
+        if !version.is_empty()
+            && (parts.len() != 3 || parts.iter().any(|p| p.parse::<u32>().is_err()))
+        {
+            return err(format!("schema version \"{version}\" not in format x.y.z"));
         }
         let cksum = match obj.get("cksum") {
             None => None,
@@ -273,29 +276,46 @@ impl DatabaseSchema {
                 Arc::make_mut(t).is_root = true;
             }
         }
-        let schema = DatabaseSchema {
+        // Validate references, and make strong references to non-root
+        // tables persistent, as ovsdb-server does: replaying a log without an
+        // ephemeral only reference would garbage-collect the row.
+        let roots: HashMap<String, bool> =
+            tables.iter().map(|(n, t)| (n.clone(), t.is_root)).collect();
+        for t in tables.values_mut() {
+            let t = Arc::make_mut(t);
+            for c in &mut t.columns {
+                let mut force_persistent = false;
+                for base in std::iter::once(&c.ty.key).chain(c.ty.value.iter()) {
+                    if let Some(rt) = &base.ref_table {
+                        match roots.get(rt) {
+                            None => {
+                                return err(format!(
+                                    "column {}.{} refers to undefined table {rt}",
+                                    t.name, c.name
+                                ))
+                            }
+                            Some(false) if base.ref_type == RefType::Strong => {
+                                force_persistent = true
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+                if force_persistent {
+                    c.ephemeral = false;
+                }
+            }
+        }
+        Ok(DatabaseSchema {
             name,
             version,
             cksum,
             tables,
-        };
-        for t in schema.tables.values() {
-            for c in &t.columns {
-                for base in std::iter::once(&c.ty.key).chain(c.ty.value.iter()) {
-                    if let Some(rt) = &base.ref_table {
-                        if !schema.tables.contains_key(rt) {
-                            return err(format!(
-                                "column {}.{} refers to undefined table {rt}",
-                                t.name, c.name
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(schema)
+        })
     }
 
+    /// Parses a schema document (an `.ovsschema` file's text).
+    #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str) -> Result<DatabaseSchema, SchemaError> {
         let v: Value = serde_json::from_str(text).map_err(|e| SchemaError(e.to_string()))?;
         DatabaseSchema::from_json(&v)
@@ -307,9 +327,14 @@ impl DatabaseSchema {
 
     /// The normalized form ovsdb-server's `get_schema` returns.
     pub fn to_json(&self) -> Value {
+        // Schemas from before garbage collection have every table in the
+        // root set; ovsdb-server then leaves "isRoot" out entirely.
+        let all_root = self.tables.values().all(|t| t.is_root);
         let mut o = Map::new();
         o.insert("name".into(), Value::String(self.name.clone()));
-        o.insert("version".into(), Value::String(self.version.clone()));
+        if !self.version.is_empty() {
+            o.insert("version".into(), Value::String(self.version.clone()));
+        }
         if let Some(c) = &self.cksum {
             o.insert("cksum".into(), Value::String(c.clone()));
         }
@@ -318,7 +343,7 @@ impl DatabaseSchema {
             Value::Object(
                 self.tables
                     .iter()
-                    .map(|(n, t)| (n.clone(), t.to_json()))
+                    .map(|(n, t)| (n.clone(), t.to_json(all_root)))
                     .collect(),
             ),
         );
@@ -400,6 +425,7 @@ mod tests {
     fn rejects_bad_schemas() {
         for bad in [
             json!({"name": "x", "version": "1", "tables": {}}),
+            json!({"name": "x", "version": 1, "tables": {}}),
             json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {}}}}),
             json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"a": {"type": "nope"}}}}}),
             json!({"name": "x", "version": "1.0.0", "tables": {"T": {"columns": {"a": {"type": {"key": {"type": "uuid", "refTable": "U"}}}}}}}),
