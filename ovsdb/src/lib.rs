@@ -8,6 +8,7 @@ pub mod rpc;
 pub mod schema;
 pub mod transport;
 pub mod value;
+pub mod vtep;
 
 #[cfg(feature = "testing")]
 pub mod testing;
