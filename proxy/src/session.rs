@@ -1,0 +1,352 @@
+//! Sessions: the registry the admin API and shutdowns act on, termination codes, and the one
+//! log line per session in HAProxy's tcplog layout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::backend::{unix_ms, Backend};
+
+/// Why a session was closed from outside its own data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KillReason {
+    /// The backend was marked down (health, readiness `down`, or maintenance).
+    BackendDown = 1,
+    /// An operator closed it (admin `shutdown-sessions`).
+    Admin = 2,
+    /// The proxy is stopping.
+    Shutdown = 3,
+}
+
+impl KillReason {
+    fn from_u8(v: u8) -> Option<KillReason> {
+        match v {
+            1 => Some(KillReason::BackendDown),
+            2 => Some(KillReason::Admin),
+            3 => Some(KillReason::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// HAProxy's two-letter termination state: cause, then session phase at close.
+///
+/// Causes: `-` normal, `C` client aborted or errored, `S` server aborted/refused/errored,
+/// `c` client-side (or tunnel idle) timeout, `s` server-side timeout, `D` killed because the
+/// backend was marked down, `K` killed by an operator or at shutdown, `P` proxy-side refusal
+/// (no backend available), `R` resource exhausted, `I` internal error.
+/// Phases: `R` before the session was set up (TLS handshake with the switch), `C` connecting
+/// to a backend, `D` data transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Termination(pub char, pub char);
+
+impl Termination {
+    pub const NORMAL: Termination = Termination('-', '-');
+    pub fn code(&self) -> String {
+        format!("{}{}", self.0, self.1)
+    }
+}
+
+/// The shared, observable part of one session.
+#[derive(Debug)]
+pub struct SessionCtl {
+    pub id: u64,
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    /// Switch identity for affinity: source IP, or certificate CN in terminate mode.
+    pub switch: OnceLock<String>,
+    pub backend: OnceLock<Arc<Backend>>,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    /// Milliseconds since `started` of the last byte moved.
+    pub last_activity_ms: AtomicU64,
+    kill: Notify,
+    kill_reason: AtomicU8,
+}
+
+impl SessionCtl {
+    pub fn kill(&self, reason: KillReason) {
+        // First reason wins; the notify permit is kept if the session is not waiting yet.
+        let _ =
+            self.kill_reason
+                .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.kill.notify_one();
+    }
+
+    pub fn kill_reason(&self) -> Option<KillReason> {
+        KillReason::from_u8(self.kill_reason.load(Ordering::Acquire))
+    }
+
+    pub async fn killed(&self) -> KillReason {
+        loop {
+            if let Some(r) = self.kill_reason() {
+                return r;
+            }
+            self.kill.notified().await;
+        }
+    }
+
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Summary row for status tables.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SessionView {
+    pub id: u64,
+    pub listener: String,
+    pub client: String,
+    pub switch: String,
+    pub backend: String,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// All live sessions.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<u64, Arc<SessionCtl>>>,
+    next_id: AtomicU64,
+}
+
+impl Sessions {
+    pub fn open(&self, listener: Arc<str>, client: SocketAddr) -> Arc<SessionCtl> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let ctl = Arc::new(SessionCtl {
+            id,
+            listener,
+            client,
+            switch: OnceLock::new(),
+            backend: OnceLock::new(),
+            started: Instant::now(),
+            started_unix_ms: unix_ms(),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            kill: Notify::new(),
+            kill_reason: AtomicU8::new(0),
+        });
+        self.lock().insert(id, ctl.clone());
+        ctl
+    }
+
+    pub fn close(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionCtl>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Kills every session on `backend`; returns how many.
+    pub fn kill_backend(&self, backend: &Arc<Backend>, reason: KillReason) -> usize {
+        let victims: Vec<Arc<SessionCtl>> = self
+            .lock()
+            .values()
+            .filter(|s| s.backend.get().is_some_and(|b| Arc::ptr_eq(b, backend)))
+            .cloned()
+            .collect();
+        for s in &victims {
+            s.kill(reason);
+        }
+        victims.len()
+    }
+
+    pub fn kill_all(&self, reason: KillReason) -> usize {
+        let all: Vec<Arc<SessionCtl>> = self.lock().values().cloned().collect();
+        for s in &all {
+            s.kill(reason);
+        }
+        all.len()
+    }
+
+    /// (switch, backend) of every established session, to keep their affinity fresh.
+    pub fn live_placements(&self) -> Vec<(String, String)> {
+        self.lock()
+            .values()
+            .filter_map(|s| Some((s.switch.get()?.clone(), s.backend.get()?.name.clone())))
+            .collect()
+    }
+
+    pub fn views(&self) -> Vec<SessionView> {
+        let mut v: Vec<SessionView> = self
+            .lock()
+            .values()
+            .map(|s| {
+                let age = s.started.elapsed().as_millis() as u64;
+                SessionView {
+                    id: s.id,
+                    listener: s.listener.to_string(),
+                    client: s.client.to_string(),
+                    switch: s.switch.get().cloned().unwrap_or_default(),
+                    backend: s
+                        .backend
+                        .get()
+                        .map(|b| b.name.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    age_ms: age,
+                    idle_ms: age.saturating_sub(s.last_activity_ms.load(Ordering::Relaxed)),
+                    bytes_up: s.bytes_up.load(Ordering::Relaxed),
+                    bytes_down: s.bytes_down.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}
+
+/// Everything the tcplog line needs once a session is over.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub client: SocketAddr,
+    pub accept_unix_ms: u64,
+    pub listener: String,
+    pub backend: Option<String>,
+    pub backend_addr: Option<SocketAddr>,
+    /// Time to set the session up before connecting (TLS handshake with the switch), ms.
+    pub tw_ms: u64,
+    /// Time to connect to the backend, ms (-1 if never connected).
+    pub tc_ms: i64,
+    pub tt_ms: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub termination: Termination,
+    pub active_conns: usize,
+    pub backend_conns: u32,
+    pub retries: u32,
+    pub switch: String,
+}
+
+impl SessionRecord {
+    /// `%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq`, with `%B` the
+    /// bytes sent to the switch; bytes from the switch and its identity follow.
+    pub fn tcplog(&self) -> String {
+        format!(
+            "{} [{}] {} {}/{} {}/{}/{} {} {} {}/{}/{}/{}/{} 0/0 up={} switch={}",
+            self.client,
+            haproxy_date(self.accept_unix_ms),
+            self.listener,
+            "agents",
+            self.backend.as_deref().unwrap_or("<NOSRV>"),
+            self.tw_ms,
+            self.tc_ms,
+            self.tt_ms,
+            self.bytes_down,
+            self.termination.code(),
+            self.active_conns,
+            self.active_conns,
+            self.active_conns,
+            self.backend_conns,
+            self.retries,
+            self.bytes_up,
+            self.switch,
+        )
+    }
+}
+
+/// `06/Feb/2009:12:12:51.443` in UTC.
+pub fn haproxy_date(unix_ms: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = unix_ms / 1000;
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let month_name = MONTHS
+        .get((month - 1).clamp(0, 11) as usize)
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}",
+        day,
+        month_name,
+        year,
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_matches_haproxy_layout() {
+        // 2009-02-06T12:12:51.443Z, the example of HAProxy's configuration manual.
+        assert_eq!(haproxy_date(1_233_922_371_443), "06/Feb/2009:12:12:51.443");
+        assert_eq!(haproxy_date(0), "01/Jan/1970:00:00:00.000");
+        assert_eq!(haproxy_date(951_782_400_000), "29/Feb/2000:00:00:00.000");
+    }
+
+    #[test]
+    fn tcplog_fields() {
+        let r = SessionRecord {
+            client: "10.0.1.2:33313".parse().unwrap(),
+            accept_unix_ms: 1_233_922_371_443,
+            listener: "fnt".into(),
+            backend: Some("srv1".into()),
+            backend_addr: None,
+            tw_ms: 0,
+            tc_ms: 0,
+            tt_ms: 5007,
+            bytes_up: 17,
+            bytes_down: 212,
+            termination: Termination('D', 'D'),
+            active_conns: 3,
+            backend_conns: 1,
+            retries: 0,
+            switch: "10.0.1.2".into(),
+        };
+        assert_eq!(
+            r.tcplog(),
+            "10.0.1.2:33313 [06/Feb/2009:12:12:51.443] fnt agents/srv1 0/0/5007 212 DD 3/3/3/1/0 0/0 up=17 switch=10.0.1.2"
+        );
+    }
+
+    #[tokio::test]
+    async fn kill_is_not_lost_before_waiting() {
+        let s = Sessions::default();
+        let ctl = s.open("l".into(), "127.0.0.1:1".parse().unwrap());
+        assert_eq!(s.kill_all(KillReason::Admin), 1);
+        assert_eq!(ctl.killed().await, KillReason::Admin);
+        ctl.kill(KillReason::BackendDown);
+        assert_eq!(
+            ctl.kill_reason(),
+            Some(KillReason::Admin),
+            "first reason wins"
+        );
+    }
+}
