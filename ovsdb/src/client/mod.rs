@@ -18,12 +18,14 @@
 //! ```
 
 mod active;
+mod decode;
 mod monitor;
 mod replica;
 mod session;
 mod transact;
 
 pub use active::Reconnector;
+pub use decode::decode_monitor_reply_frame;
 pub use monitor::{MonitorSpec, Select, TableMonitor};
 pub use replica::{ChangeKind, Replica, ReplicaError, RowEvent, TableReplica};
 pub use session::{Client, ClientError, MonitorStarted, SessionEvent, SessionOptions};

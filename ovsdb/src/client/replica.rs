@@ -133,9 +133,7 @@ impl Replica {
             for (uuid, change) in tc.rows {
                 match change {
                     RowChange::Insert(cols) => {
-                        let mut row = Row::with_defaults(&schema);
-                        set_columns(&mut row, cols);
-                        let old = t.rows.insert(uuid, row);
+                        let old = t.rows.insert(uuid, Row::from_columns(&schema, cols));
                         events.push(RowEvent {
                             table: schema.clone(),
                             uuid,

@@ -15,20 +15,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
+use super::decode::{decode, decode_monitor_reply, Context, MonitorReplyKind, Payload, UpdateTarget};
 use super::monitor::{MonitorSpec, Requests};
 use super::replica::{Replica, RowEvent};
 use super::transact::{TransactOutcome, Transaction};
-use crate::rpc::{self, InactivityProbe, JsonFramer, Message, ProbeAction};
+use crate::rpc::{self, InactivityProbe, JsonFramer, ProbeAction};
 use crate::schema::DatabaseSchema;
 use crate::transport::{Peer, Stream};
-use crate::value::seed::{TableUpdatesSeed, UpdateFormat};
+use crate::value::seed::UpdateFormat;
 
 /// Tunables of one session.
 #[derive(Clone, Debug)]
@@ -588,20 +589,54 @@ async fn read_loop(
     }
 }
 
+impl Context for Shared {
+    fn monitor_reply(&self, id: &RawValue) -> Option<MonitorReplyKind> {
+        let n: u64 = id.get().parse().ok()?;
+        let (database, format, since) = match lock(&self.pending).get(&n)? {
+            Pending::Monitor {
+                database,
+                format,
+                since,
+                ..
+            } => (database.clone(), *format, *since),
+            Pending::Reply { .. } => return None,
+        };
+        let schema = read(&self.schemas).get(&database)?.clone();
+        Some(MonitorReplyKind { schema, format, since })
+    }
+
+    fn update_target(&self, monitor_id: &Value) -> Option<UpdateTarget> {
+        let (database, format) = {
+            let monitors = lock(&self.monitors);
+            let m = monitors.get(monitor_id.as_str()?)?;
+            (m.database.clone(), m.format)
+        };
+        let schema = read(&self.schemas).get(&database)?.clone();
+        Some(UpdateTarget {
+            database,
+            schema,
+            format,
+        })
+    }
+}
+
 /// Handles one complete message. An error ends the session.
 fn handle_frame(
     shared: &Shared,
     events: &mpsc::UnboundedSender<SessionEvent>,
     frame: Bytes,
 ) -> Result<(), String> {
-    let msg = Message::parse(&frame).map_err(|e| e.to_string())?;
-    match msg {
-        Message::Request { id, method, params } => {
+    let msg = decode(&frame, shared)?;
+    match (msg.method, msg.id) {
+        (Some(method), Some(id)) => {
+            if msg.result.is_some() || msg.error.is_some() {
+                return Err("received bad JSON-RPC message: request has \"result\" or \"error\"".into());
+            }
             let reply = if method == "echo" {
-                let params = params.map(|p| p.get()).unwrap_or("[]");
-                let params: &serde_json::value::RawValue =
-                    serde_json::from_str(params).map_err(|e| e.to_string())?;
-                rpc::response(id, params)
+                match msg.params {
+                    Some(Payload::Raw(p)) => rpc::response(id, p),
+                    _ => rpc::response(id, &[(); 0]),
+                }
             } else {
                 debug!(%method, "peer sent an unexpected request");
                 rpc::error_response(id, &Value::from("unknown method"))
@@ -609,42 +644,40 @@ fn handle_frame(
             let _ = shared.out.send(reply);
             Ok(())
         }
-        Message::Notification { method, params } => {
-            let params = params.map(|p| p.get()).unwrap_or("[]");
-            match method.as_str() {
-                "update" | "update2" | "update3" => handle_update(shared, events, &method, params),
-                "locked" | "stolen" => {
-                    let v: Vec<Value> =
-                        serde_json::from_str(params).map_err(|e| format!("bad {method}: {e}"))?;
-                    let name = v
-                        .first()
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = events.send(if method == "locked" {
-                        SessionEvent::Locked(name)
-                    } else {
-                        SessionEvent::Stolen(name)
-                    });
-                    Ok(())
-                }
-                "monitor_canceled" => {
-                    let v: Vec<Value> =
-                        serde_json::from_str(params).map_err(|e| format!("bad {method}: {e}"))?;
-                    let id = v.into_iter().next().unwrap_or(Value::Null);
-                    if let Some(s) = id.as_str() {
-                        lock(&shared.monitors).remove(s);
-                    }
-                    let _ = events.send(SessionEvent::MonitorCanceled(id));
-                    Ok(())
-                }
-                _ => {
-                    debug!(%method, "ignoring unknown notification");
-                    Ok(())
-                }
+        (Some(method), None) => match (method.as_str(), msg.params) {
+            (_, Some(Payload::Updates(Some((database, updates))))) => apply(shared, events, &database, updates),
+            (_, Some(Payload::Updates(None))) => {
+                warn!(%method, "update for an unknown monitor ignored");
+                Ok(())
             }
-        }
-        Message::Response { id, outcome } => {
+            ("locked" | "stolen", Some(Payload::Raw(p))) => {
+                let v: Vec<Value> = serde_json::from_str(p.get()).map_err(|e| format!("bad {method}: {e}"))?;
+                let name = v.first().and_then(Value::as_str).unwrap_or_default().to_string();
+                let _ = events.send(if method == "locked" {
+                    SessionEvent::Locked(name)
+                } else {
+                    SessionEvent::Stolen(name)
+                });
+                Ok(())
+            }
+            ("monitor_canceled", Some(Payload::Raw(p))) => {
+                let v: Vec<Value> = serde_json::from_str(p.get()).map_err(|e| format!("bad {method}: {e}"))?;
+                let id = v.into_iter().next().unwrap_or(Value::Null);
+                if let Some(s) = id.as_str() {
+                    lock(&shared.monitors).remove(s);
+                }
+                let _ = events.send(SessionEvent::MonitorCanceled(id));
+                Ok(())
+            }
+            _ => {
+                debug!(%method, "ignoring notification");
+                Ok(())
+            }
+        },
+        (None, Some(id)) => {
+            if msg.params.is_some() {
+                return Err("received bad JSON-RPC message: reply has \"params\"".into());
+            }
             let Some(n) = id.get().parse::<u64>().ok() else {
                 // Replies to our own probes carry the id "echo".
                 return Ok(());
@@ -653,11 +686,16 @@ fn handle_frame(
                 debug!(id = n, "reply to no pending request");
                 return Ok(());
             };
+            let error = msg.error.filter(|e| !e.is_null());
             match pending {
                 Pending::Reply { method, tx } => {
-                    let result = match outcome {
-                        Ok(raw) => Ok(frame.slice_ref(raw.get().as_bytes())),
-                        Err(error) => Err(ClientError::Rpc { method, error }),
+                    let result = match (error, msg.result) {
+                        (Some(error), _) => Err(ClientError::Rpc { method, error }),
+                        (None, Some(Payload::Raw(raw))) => Ok(frame.slice_ref(raw.get().as_bytes())),
+                        (None, _) => Err(ClientError::BadReply {
+                            method,
+                            reason: "reply has no result".into(),
+                        }),
                     };
                     let _ = tx.send(result);
                     Ok(())
@@ -670,32 +708,22 @@ fn handle_frame(
                     tx,
                     id,
                 } => {
-                    let raw = match outcome {
-                        Ok(raw) => raw,
-                        Err(error) => {
-                            let _ = tx.send(Err(ClientError::Rpc { method, error }));
-                            return Ok(());
-                        }
-                    };
-                    let schema = read(&shared.schemas).get(&database).cloned();
-                    let Some(schema) = schema else {
-                        let _ = tx.send(Err(ClientError::UnknownDatabase(database)));
+                    if let Some(error) = error {
+                        let _ = tx.send(Err(ClientError::Rpc { method, error }));
                         return Ok(());
-                    };
-                    let parsed = if since {
-                        parse_since_reply(raw.get(), &schema)
-                    } else {
-                        let mut de = serde_json::Deserializer::from_str(raw.get());
-                        TableUpdatesSeed {
-                            schema: &schema,
-                            format,
+                    }
+                    let (found, updates) = match msg.result {
+                        Some(Payload::MonitorReply(found, u)) => (found, u),
+                        Some(Payload::Raw(raw)) => {
+                            let Some(schema) = read(&shared.schemas).get(&database).cloned() else {
+                                let _ = tx.send(Err(ClientError::UnknownDatabase(database)));
+                                return Ok(());
+                            };
+                            decode_monitor_reply(raw, &MonitorReplyKind { schema, format, since })
+                                .map_err(|e| format!("bad {method} reply: {e}"))?
                         }
-                        .deserialize(&mut de)
-                        .map(|u| (false, u))
-                        .map_err(|e| e.to_string())
+                        _ => return Err(format!("bad {method} reply: no result")),
                     };
-                    let (found, updates) =
-                        parsed.map_err(|e| format!("bad {method} reply: {e}"))?;
                     let rows = updates.row_count();
                     if let Some(s) = id.as_str() {
                         lock(&shared.monitors).insert(
@@ -716,6 +744,7 @@ fn handle_frame(
                 }
             }
         }
+        (None, None) => Err("received bad JSON-RPC message: neither \"method\" nor \"id\"".into()),
     }
 }
 
@@ -741,116 +770,4 @@ fn apply(
         });
     }
     Ok(())
-}
-
-/// `[found, last-txn-id, <table-updates2>]`.
-fn parse_since_reply(
-    text: &str,
-    schema: &DatabaseSchema,
-) -> Result<(bool, crate::value::seed::TableUpdates), String> {
-    struct Since<'a>(&'a DatabaseSchema);
-    impl<'de> DeserializeSeed<'de> for Since<'_> {
-        type Value = (bool, crate::value::seed::TableUpdates);
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Since<'_> {
-        type Value = (bool, crate::value::seed::TableUpdates);
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("[found, last-txn-id, updates]")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            use serde::de::Error;
-            let found: bool = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::custom("missing found"))?;
-            let _: IgnoredAny = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::custom("missing last-txn-id"))?;
-            let updates = seq
-                .next_element_seed(TableUpdatesSeed {
-                    schema: self.0,
-                    format: UpdateFormat::V2,
-                })?
-                .ok_or_else(|| A::Error::custom("missing updates"))?;
-            Ok((found, updates))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    Since(schema)
-        .deserialize(&mut de)
-        .map_err(|e| e.to_string())
-}
-
-/// Notification params `[monitor-id, updates]` (update, update2) or
-/// `[monitor-id, last-txn-id, updates2]` (update3).
-fn handle_update(
-    shared: &Shared,
-    events: &mpsc::UnboundedSender<SessionEvent>,
-    method: &str,
-    params: &str,
-) -> Result<(), String> {
-    struct Params<'a> {
-        shared: &'a Shared,
-        three: bool,
-    }
-    impl<'de> DeserializeSeed<'de> for Params<'_> {
-        type Value = Option<(String, crate::value::seed::TableUpdates)>;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Params<'_> {
-        type Value = Option<(String, crate::value::seed::TableUpdates)>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("update notification params")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            use serde::de::Error;
-            let id: Value = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::custom("missing monitor id"))?;
-            if self.three {
-                let _: IgnoredAny = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::custom("missing last-txn-id"))?;
-            }
-            let key = id.as_str().unwrap_or_default().to_string();
-            let info = {
-                let monitors = lock(&self.shared.monitors);
-                monitors.get(&key).map(|m| (m.database.clone(), m.format))
-            };
-            let Some((database, format)) = info else {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                return Ok(None);
-            };
-            let schema = read(&self.shared.schemas).get(&database).cloned();
-            let Some(schema) = schema else {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                return Ok(None);
-            };
-            let updates = seq
-                .next_element_seed(TableUpdatesSeed {
-                    schema: &schema,
-                    format,
-                })?
-                .ok_or_else(|| A::Error::custom("missing updates"))?;
-            Ok(Some((database, updates)))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(params);
-    let parsed = Params {
-        shared,
-        three: method == "update3",
-    }
-    .deserialize(&mut de)
-    .map_err(|e| format!("bad {method} notification: {e}"))?;
-    match parsed {
-        Some((database, updates)) => apply(shared, events, &database, updates),
-        None => {
-            warn!(%method, "update for an unknown monitor ignored");
-            Ok(())
-        }
-    }
 }

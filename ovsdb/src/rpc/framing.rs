@@ -89,7 +89,7 @@ impl JsonFramer {
         while i < bytes.len() {
             if self.in_string {
                 // Jump to the next quote or backslash: strings are most of the data.
-                match bytes[i..].iter().position(|&b| b == b'"' || b == b'\\') {
+                match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
                     None => {
                         if self.escaped {
                             self.escaped = false;

@@ -298,15 +298,17 @@ pub fn format_real(r: f64) -> String {
     }
 }
 
-/// ovsdb-server's `string_needs_quotes`: empty, starting with a non-letter, or
-/// holding anything outside `[A-Za-z0-9_-]` would be ambiguous unquoted.
+/// ovsdb-server's `string_needs_quotes`: empty, starting with a non-letter,
+/// holding anything outside `[A-Za-z0-9_.-]`, a boolean keyword or a UUID
+/// would be ambiguous unquoted (checked against ovsdb-server 3.1).
 fn needs_quotes(s: &str) -> bool {
     let mut chars = s.chars();
-    match chars.next() {
-        None => true,
-        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => true,
-        Some(_) => !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-    }
+    let plain = match chars.next() {
+        None => false,
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => false,
+        Some(_) => chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')),
+    };
+    !plain || s == "true" || s == "false" || parse_uuid(s).is_ok()
 }
 
 impl Serialize for Atom {
@@ -399,6 +401,13 @@ mod tests {
         assert_eq!(Atom::from("service_node").to_string(), "service_node");
         assert_eq!(Atom::from("bogus value").to_string(), "\"bogus value\"");
         assert_eq!(Atom::from("").to_string(), "\"\"");
+        assert_eq!(Atom::from("a.b-c_9").to_string(), "a.b-c_9");
+        assert_eq!(Atom::from("true").to_string(), "\"true\"");
+        assert_eq!(Atom::from("1a").to_string(), "\"1a\"");
+        assert_eq!(
+            Atom::from("11111111-2222-3333-4444-555555555555").to_string(),
+            "\"11111111-2222-3333-4444-555555555555\""
+        );
         assert_eq!(Atom::Real(2.0).to_string(), "2");
     }
 }

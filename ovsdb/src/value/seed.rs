@@ -186,26 +186,27 @@ impl<'de> Visitor<'de> for RowUpdateSeed<'_> {
         let mut old_seen = false;
         let mut new: Option<Columns> = None;
         let mut result: Option<RowChange> = None;
-        while let Some(key) = map.next_key::<KeyWord>()? {
-            match (self.format, key.0.as_str()) {
-                (UpdateFormat::V2, "initial" | "insert") => {
+        while let Some(key) = map.next_key::<Word>()? {
+            match (self.format, key) {
+                (UpdateFormat::V2, Word::Initial | Word::Insert) => {
                     result = Some(RowChange::Insert(map.next_value_seed(RowSeed(self.table))?))
                 }
-                (UpdateFormat::V2, "modify") => {
+                (UpdateFormat::V2, Word::Modify) => {
                     result = Some(RowChange::Modify(map.next_value_seed(RowSeed(self.table))?))
                 }
-                (UpdateFormat::V2, "delete") => {
+                (UpdateFormat::V2, Word::Delete) => {
                     map.next_value::<IgnoredAny>()?;
                     result = Some(RowChange::Delete);
                 }
-                (UpdateFormat::V1, "old") => {
+                (UpdateFormat::V1, Word::Old) => {
                     map.next_value::<IgnoredAny>()?;
                     old_seen = true;
                 }
-                (UpdateFormat::V1, "new") => new = Some(map.next_value_seed(RowSeed(self.table))?),
+                (UpdateFormat::V1, Word::New) => new = Some(map.next_value_seed(RowSeed(self.table))?),
                 (_, other) => {
                     return Err(de::Error::custom(format!(
-                        "unexpected member \"{other}\" in row update"
+                        "unexpected member \"{}\" in row update",
+                        other.name()
                     )))
                 }
             }
@@ -226,22 +227,91 @@ impl<'de> Visitor<'de> for RowUpdateSeed<'_> {
     }
 }
 
-/// A short map key, copied once (keys here are a handful of bytes).
-struct KeyWord(String);
+/// The words that appear as keys and tags in table updates, matched without
+/// allocating (a 100k-row dump has several per row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Word {
+    Initial,
+    Insert,
+    Modify,
+    Delete,
+    Old,
+    New,
+    Set,
+    Map,
+    Uuid,
+    NamedUuid,
+    Other,
+}
 
-impl<'de> de::Deserialize<'de> for KeyWord {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyWord, D::Error> {
+impl Word {
+    fn name(self) -> &'static str {
+        match self {
+            Word::Initial => "initial",
+            Word::Insert => "insert",
+            Word::Modify => "modify",
+            Word::Delete => "delete",
+            Word::Old => "old",
+            Word::New => "new",
+            Word::Set => "set",
+            Word::Map => "map",
+            Word::Uuid => "uuid",
+            Word::NamedUuid => "named-uuid",
+            Word::Other => "(unknown)",
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Word {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
         struct V;
         impl Visitor<'_> for V {
-            type Value = KeyWord;
+            type Value = Word;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
+                f.write_str("a keyword")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyWord, E> {
-                Ok(KeyWord(v.to_string()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Word, E> {
+                Ok(match v {
+                    "initial" => Word::Initial,
+                    "insert" => Word::Insert,
+                    "modify" => Word::Modify,
+                    "delete" => Word::Delete,
+                    "old" => Word::Old,
+                    "new" => Word::New,
+                    "set" => Word::Set,
+                    "map" => Word::Map,
+                    "uuid" => Word::Uuid,
+                    "named-uuid" => Word::NamedUuid,
+                    _ => Word::Other,
+                })
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// The second element of `["uuid", "…"]` or `["named-uuid", "…"]`, decoded
+/// from the borrowed string without an intermediate allocation.
+struct UuidAtomSeed(Word);
+
+impl<'de> DeserializeSeed<'de> for UuidAtomSeed {
+    type Value = Atom;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Atom, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UuidAtomSeed {
+    type Value = Atom;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a uuid string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Atom, E> {
+        if self.0 == Word::Uuid {
+            parse_uuid(v).map(Atom::Uuid).map_err(E::custom)
+        } else {
+            Ok(Atom::NamedUuid(v.into()))
+        }
     }
 }
 
@@ -324,11 +394,11 @@ impl<'de> Visitor<'de> for DatumSeed<'_> {
         AtomSeed(self.0.key.atomic).visit_bool(v).map(single)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Datum, A::Error> {
-        let tag: KeyWord = seq
+        let tag: Word = seq
             .next_element()?
             .ok_or_else(|| de::Error::custom("empty array is not an OVSDB value"))?;
-        let datum = match tag.0.as_str() {
-            "set" => {
+        let datum = match tag {
+            Word::Set => {
                 let atoms = seq
                     .next_element_seed(AtomsSeed(self.0.key.atomic))?
                     .ok_or_else(|| de::Error::custom("[\"set\"] needs its elements"))?;
@@ -339,7 +409,7 @@ impl<'de> Visitor<'de> for DatumSeed<'_> {
                 }
                 d
             }
-            "map" => {
+            Word::Map => {
                 let vt = self
                     .0
                     .value
@@ -355,13 +425,19 @@ impl<'de> Visitor<'de> for DatumSeed<'_> {
                 }
                 d
             }
-            "uuid" | "named-uuid" => {
-                let s: KeyWord = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::custom("uuid needs its string"))?;
-                single(uuid_atom(&tag.0, &s.0, self.0.key.atomic)?)
+            Word::Uuid | Word::NamedUuid => {
+                if self.0.key.atomic != AtomicType::Uuid {
+                    return Err(de::Error::custom(format!(
+                        "uuid value for a {} column",
+                        self.0.key.atomic
+                    )));
+                }
+                single(
+                    seq.next_element_seed(UuidAtomSeed(tag))?
+                        .ok_or_else(|| de::Error::custom("uuid needs its string"))?,
+                )
             }
-            other => return Err(de::Error::custom(format!("unknown value tag \"{other}\""))),
+            _ => return Err(de::Error::custom("unknown value tag")),
         };
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("trailing elements in an OVSDB value"));
@@ -375,17 +451,6 @@ impl<'de> Visitor<'de> for DatumSeed<'_> {
 
 fn single(a: Atom) -> Datum {
     Datum::Set(vec![a])
-}
-
-fn uuid_atom<E: de::Error>(tag: &str, s: &str, ty: AtomicType) -> Result<Atom, E> {
-    if ty != AtomicType::Uuid {
-        return Err(E::custom(format!("uuid value for a {ty} column")));
-    }
-    if tag == "uuid" {
-        parse_uuid(s).map(Atom::Uuid).map_err(E::custom)
-    } else {
-        Ok(Atom::NamedUuid(s.into()))
-    }
 }
 
 /// Seed for one atom of a known type.
@@ -438,19 +503,22 @@ impl<'de> Visitor<'de> for AtomSeed {
         }
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Atom, A::Error> {
-        let tag: KeyWord = seq
+        let tag: Word = seq
             .next_element()?
             .ok_or_else(|| de::Error::custom("empty array is not an atom"))?;
-        let s: KeyWord = seq
-            .next_element()?
+        if !matches!(tag, Word::Uuid | Word::NamedUuid) {
+            return Err(de::Error::custom("not an atom tag"));
+        }
+        if self.0 != AtomicType::Uuid {
+            return Err(de::Error::custom(format!("uuid value for a {} value", self.0)));
+        }
+        let atom = seq
+            .next_element_seed(UuidAtomSeed(tag))?
             .ok_or_else(|| de::Error::custom("uuid needs its string"))?;
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("trailing elements in an atom"));
         }
-        match tag.0.as_str() {
-            "uuid" | "named-uuid" => uuid_atom(&tag.0, &s.0, self.0),
-            other => Err(de::Error::custom(format!("\"{other}\" is not an atom tag"))),
-        }
+        Ok(atom)
     }
 }
 
