@@ -6,6 +6,7 @@
 pub mod client;
 pub mod rpc;
 pub mod schema;
+pub mod server;
 pub mod transport;
 pub mod value;
 pub mod vtep;

@@ -15,29 +15,18 @@ impl BaseType {
                     .map(|a| a.to_string())
                     .collect::<Vec<_>>()
                     .join(", ");
-                let shown = if allowed.len() == 1 {
-                    list
-                } else {
-                    format!("[{list}]")
-                };
+                // The enum is a set type with max > 1, so ovsdb-server
+                // brackets it even when it has a single value.
                 return Err(ValueError::Constraint(format!(
-                    "{atom} is not one of the allowed values ({shown})"
+                    "{atom} is not one of the allowed values ([{list}])"
                 )));
             }
         }
         match atom {
             Atom::Integer(i) => match (self.min_integer, self.max_integer) {
-                (Some(lo), Some(hi)) if *i < lo || *i > hi => {
-                    if lo == hi {
-                        Err(ValueError::Constraint(format!(
-                            "{i} is not the only allowed value {lo}"
-                        )))
-                    } else {
-                        Err(ValueError::Constraint(format!(
-                            "{i} is not in the valid range {lo} to {hi} (inclusive)"
-                        )))
-                    }
-                }
+                (Some(lo), Some(hi)) if *i < lo || *i > hi => Err(ValueError::Constraint(
+                    format!("{i} is not in the valid range {lo} to {hi} (inclusive)"),
+                )),
                 (Some(lo), None) if *i < lo => Err(ValueError::Constraint(format!(
                     "{i} is less than minimum allowed value {lo}"
                 ))),
