@@ -72,7 +72,25 @@ fn mac(i: usize) -> String {
 }
 
 fn ip(prefix: u8, n: usize) -> String {
-    format!("{prefix}.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+    format!(
+        "{prefix}.{}.{}.{}",
+        (n >> 16) & 0xff,
+        (n >> 8) & 0xff,
+        n & 0xff
+    )
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let ticks: f64 =
+                after.get(11)?.parse::<f64>().ok()? + after.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -113,7 +131,10 @@ async fn load(client: &Client, table: &str, n: usize, batch: usize, offset: usiz
                 "Physical_Locator",
                 vec![
                     ("dst_ip".into(), Datum::scalar(ip(10, offset + b))),
-                    ("encapsulation_type".into(), Datum::scalar("vxlan_over_ipv4")),
+                    (
+                        "encapsulation_type".into(),
+                        Datum::scalar("vxlan_over_ipv4"),
+                    ),
                 ],
             );
             for i in b * batch..((b + 1) * batch).min(n) {
@@ -162,7 +183,10 @@ fn load_with_ovsdb_client(target: &str, n: usize, batch: usize, offset: usize) -
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && !text.contains("\"error\""), "{text}");
+        assert!(
+            out.status.success() && !text.contains("\"error\""),
+            "{text}"
+        );
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -211,17 +235,33 @@ async fn main() {
     );
     let pid = sw.pid().unwrap();
     let rss_before = rss_kib(pid);
+    let (cpu0, t0) = (cpu_secs(pid), Instant::now());
     let ours = load(&client, "Ucast_Macs_Local", ROWS, BATCH, 0).await;
+    let ours_busy = (cpu_secs(pid) - cpu0) / t0.elapsed().as_secs_f64();
     let rss_after = rss_kib(pid);
+    let (cpu0, t0) = (cpu_secs(pid), Instant::now());
     let theirs = load_with_ovsdb_client(sw.net_target.as_deref().unwrap(), ROWS, BATCH, 1 << 20);
-    println!("## Loading {ROWS} rows into the real ovsdb-server 3.1 ({BATCH} rows per transaction)\n");
-    println!("| client | rows/s | ratio |\n|---|---|---|");
-    println!("| ours (pipelined, 8 in flight) | {ours:.0} | {:.2}x |", ours / theirs);
-    println!("| ovsdb-client transact (one process per batch) | {theirs:.0} | 1.00x |\n");
+    let theirs_busy = (cpu_secs(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    println!(
+        "## Loading {ROWS} rows into the real ovsdb-server 3.1 ({BATCH} rows per transaction)\n"
+    );
+    println!("| client | rows/s | ratio | ovsdb-server CPU busy |\n|---|---|---|---|");
+    println!(
+        "| ours (pipelined, 8 in flight) | {ours:.0} | {:.2}x | {:.0}% |",
+        ours / theirs,
+        ours_busy * 100.0
+    );
+    println!(
+        "| ovsdb-client transact (one process per batch) | {theirs:.0} | 1.00x | {:.0}% |\n",
+        theirs_busy * 100.0
+    );
     let real_per_row = (rss_after.saturating_sub(rss_before) * 1024) as f64 / ROWS as f64;
 
     // --- decoding the captured dump -----------------------------------------
     let dump = capture_dump(&sw.unix_target);
+    if let Some(path) = std::env::var_os("SAVE_DUMP") {
+        std::fs::write(path, &dump).unwrap();
+    }
     let mb = dump.len() as f64 / 1e6;
     let mut ours_t = Vec::new();
     let mut value_t = Vec::new();
@@ -237,10 +277,19 @@ async fn main() {
         rows = updates.row_count();
     }
     let (o, v) = (median(ours_t), median(value_t));
-    println!("## Decoding a {rows}-row monitor_cond reply captured from the real server ({mb:.1} MB)\n");
+    println!(
+        "## Decoding a {rows}-row monitor_cond reply captured from the real server ({mb:.1} MB)\n"
+    );
     println!("| decoder | MB/s | ratio |\n|---|---|---|");
-    println!("| ours (framer + schema-guided typed decode) | {:.0} | {:.2}x |", mb / o, v / o);
-    println!("| serde_json::from_slice::<Value> | {:.0} | 1.00x |\n", mb / v);
+    println!(
+        "| ours (framer + schema-guided typed decode) | {:.0} | {:.2}x |",
+        mb / o,
+        v / o
+    );
+    println!(
+        "| serde_json::from_slice::<Value> | {:.0} | 1.00x |\n",
+        mb / v
+    );
 
     // --- replica memory per row ---------------------------------------------
     let before = LIVE.load(Ordering::Relaxed);

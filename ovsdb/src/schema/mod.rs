@@ -51,7 +51,13 @@ impl PartialEq for TableSchema {
 
 impl TableSchema {
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        // Comparing a few short names beats hashing: decoders call this for
+        // every column of every row.
+        if self.columns.len() <= 12 {
+            self.columns.iter().position(|c| c.name == name)
+        } else {
+            self.by_name.get(name).copied()
+        }
     }
 
     pub fn column(&self, name: &str) -> Option<&ColumnSchema> {
