@@ -136,10 +136,12 @@ impl Condition {
 
     /// `_uuid == X` in the condition: the only row it can match.
     pub fn uuid_eq(&self) -> Option<Uuid> {
-        self.clauses.iter().find_map(|c| match (c.column, c.function) {
-            (ColRef::Uuid, Function::Eq) => c.arg.as_uuid(),
-            _ => None,
-        })
+        self.clauses
+            .iter()
+            .find_map(|c| match (c.column, c.function) {
+                (ColRef::Uuid, Function::Eq) => c.arg.as_uuid(),
+                _ => None,
+            })
     }
 
     /// Transaction semantics: all clauses hold.
@@ -169,7 +171,13 @@ fn parse_clause(
     }
     let parts = match json {
         Value::Array(a) if a.len() == 3 && a[0].is_string() && a[1].is_string() => a,
-        _ => return Err(OvsdbError::syntax(Some(json), None, "Parse error in condition.")),
+        _ => {
+            return Err(OvsdbError::syntax(
+                Some(json),
+                None,
+                "Parse error in condition.",
+            ))
+        }
     };
     let column_name = parts[0].as_str().unwrap_or_default();
     let column = ColRef::lookup(ts, column_name).ok_or_else(|| {
@@ -236,10 +244,7 @@ impl Clause {
         }
         let field = self.column.value(uuid, row);
         let field = field.as_ref();
-        if self.optional_scalar
-            && field.is_empty()
-            && matches!(self.function, Lt | Le | Gt | Ge)
-        {
+        if self.optional_scalar && field.is_empty() && matches!(self.function, Lt | Le | Gt | Ge) {
             return false;
         }
         if self.scalar || self.optional_scalar {

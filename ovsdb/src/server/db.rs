@@ -155,7 +155,9 @@ impl Db {
     /// database name); the result is the reply's result array. A `wait` that
     /// is not satisfied fails at once (there is no session to block).
     pub fn transact(&self, ops: &[Value]) -> Vec<Value> {
-        self.execute(ops, &TxnContext::immediate()).0.unwrap_or_default()
+        self.execute(ops, &TxnContext::immediate())
+            .0
+            .unwrap_or_default()
     }
 
     /// Executes under the lock; commits and notifies subscribers (before

@@ -108,7 +108,11 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_sorted_json() {
-        let e = OvsdbError::syntax(Some(&json!({"op": "x", "a": [1, {"z": 1, "b": 2}]})), None, "bad");
+        let e = OvsdbError::syntax(
+            Some(&json!({"op": "x", "a": [1, {"z": 1, "b": 2}]})),
+            None,
+            "bad",
+        );
         assert_eq!(
             e.to_json(),
             json!({"error": "syntax error", "details": "bad", "syntax": "{\"a\":[1,{\"b\":2,\"z\":1}],\"op\":\"x\"}"})

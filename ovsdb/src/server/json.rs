@@ -124,7 +124,8 @@ pub fn parse_datum(
     ty: &ColumnType,
     mut symtab: Option<&mut Symtab>,
 ) -> Result<Datum, OvsdbError> {
-    let is_set_syntax = matches!(json, Value::Array(a) if a.first().and_then(Value::as_str) == Some("set"));
+    let is_set_syntax =
+        matches!(json, Value::Array(a) if a.first().and_then(Value::as_str) == Some("set"));
     if !ty.is_map() && !is_set_syntax {
         return Ok(Datum::Set(vec![parse_atom(json, &ty.key, symtab)?]));
     }
@@ -141,7 +142,10 @@ pub fn parse_datum(
         let details = if ty.min == 1 && ty.max == 1 {
             format!("{class} must have exactly one member but {n} are present")
         } else {
-            format!("{class} must have {} to {max} members but {n} are present", ty.min)
+            format!(
+                "{class} must have {} to {max} members but {n} are present",
+                ty.min
+            )
         };
         return Err(OvsdbError::syntax(Some(json), None, details));
     }
@@ -283,7 +287,10 @@ mod tests {
         assert_eq!(a, b);
         assert!(parse_datum(&json!(["named-uuid", "row1"]), &u, None).is_err());
         let e = parse_datum(&json!(["named-uuid", "1x"]), &u, Some(&mut st)).unwrap_err();
-        assert_eq!(e.details.as_deref(), Some("named-uuid string is not a valid <id>"));
+        assert_eq!(
+            e.details.as_deref(),
+            Some("named-uuid string is not a valid <id>")
+        );
     }
 
     #[test]
@@ -294,7 +301,9 @@ mod tests {
             "set of up to 1 integers"
         );
         assert_eq!(
-            type_to_english(&ty(json!({"key": "string", "value": "string", "min": 0, "max": "unlimited"}))),
+            type_to_english(&ty(
+                json!({"key": "string", "value": "string", "min": 0, "max": "unlimited"})
+            )),
             "map of (string, string) pairs"
         );
     }

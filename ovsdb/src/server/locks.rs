@@ -63,7 +63,11 @@ impl LockTable {
 
     /// Drops everything a closing session held or waited for; returns
     /// (lock, new owner) pairs to notify.
-    pub fn release_all(&mut self, names: &[String], session: SessionId) -> Vec<(String, SessionId)> {
+    pub fn release_all(
+        &mut self,
+        names: &[String],
+        session: SessionId,
+    ) -> Vec<(String, SessionId)> {
         names
             .iter()
             .filter_map(|n| self.unlock(n, session).map(|o| (n.clone(), o)))
@@ -78,9 +82,27 @@ mod tests {
     #[test]
     fn queue_steal_and_hand_over() {
         let mut t = LockTable::default();
-        assert_eq!(t.lock("a", 1, false), Locked { owner: true, victim: None });
-        assert_eq!(t.lock("a", 2, false), Locked { owner: false, victim: None });
-        assert_eq!(t.lock("a", 3, true), Locked { owner: true, victim: Some(1) });
+        assert_eq!(
+            t.lock("a", 1, false),
+            Locked {
+                owner: true,
+                victim: None
+            }
+        );
+        assert_eq!(
+            t.lock("a", 2, false),
+            Locked {
+                owner: false,
+                victim: None
+            }
+        );
+        assert_eq!(
+            t.lock("a", 3, true),
+            Locked {
+                owner: true,
+                victim: Some(1)
+            }
+        );
         assert!(t.is_owner("a", 3));
         // the thief unlocks: the victim is first in line again
         assert_eq!(t.unlock("a", 3), Some(1));

@@ -178,7 +178,10 @@ pub fn read_remotes(data: &DbData, cfg: &ManagerConfig) -> Vec<RemoteSpec> {
     let ty = &table.schema.columns[col].ty;
     let ref_table = ty.key.ref_table.as_deref().and_then(|n| data.table(n));
     let mut out: Vec<RemoteSpec> = Vec::new();
-    let ms = |v: Option<i64>| v.and_then(|m| u64::try_from(m).ok()).map(Duration::from_millis);
+    let ms = |v: Option<i64>| {
+        v.and_then(|m| u64::try_from(m).ok())
+            .map(Duration::from_millis)
+    };
     for (_, row) in table.iter() {
         let Some(d) = row.get(col) else { continue };
         for atom in d.keys() {
@@ -248,9 +251,7 @@ pub(crate) fn start(server: Server, cfg: ManagerConfig) -> Result<ManagerHandle,
     }
     let span = tracing::info_span!("managers", source = %format!("db:{},{},{}", cfg.db, cfg.table, cfg.column));
     let task = tokio::spawn(supervise(server, db, cfg).instrument(span));
-    Ok(ManagerHandle {
-        _task: Task(task),
-    })
+    Ok(ManagerHandle { _task: Task(task) })
 }
 
 async fn supervise(server: Server, db: Db, cfg: ManagerConfig) {
@@ -288,7 +289,8 @@ async fn supervise(server: Server, db: Db, cfg: ManagerConfig) {
                         let (tx, rx) = watch::channel(spec.clone());
                         let span = tracing::info_span!("manager", target = %spec.target);
                         let task = tokio::spawn(
-                            dial(server.clone(), db.clone(), target, rx, cfg.clone()).instrument(span),
+                            dial(server.clone(), db.clone(), target, rx, cfg.clone())
+                                .instrument(span),
                         );
                         Running::Dialer(tx, Task(task))
                     };
@@ -317,10 +319,16 @@ impl Status {
         let mut pairs = vec![json!(["state", fsm.state_name()])];
         let connected = matches!(fsm.state(), FsmState::Active { .. });
         if let (true, Some(t)) = (connected, self.last_connected) {
-            pairs.push(json!(["sec_since_connect", now.saturating_duration_since(t).as_secs().to_string()]));
+            pairs.push(json!([
+                "sec_since_connect",
+                now.saturating_duration_since(t).as_secs().to_string()
+            ]));
         }
         if let (false, Some(t)) = (connected, self.last_disconnected) {
-            pairs.push(json!(["sec_since_disconnect", now.saturating_duration_since(t).as_secs().to_string()]));
+            pairs.push(json!([
+                "sec_since_disconnect",
+                now.saturating_duration_since(t).as_secs().to_string()
+            ]));
         }
         if let Some(e) = &self.last_error {
             pairs.push(json!(["last_error", e]));
@@ -375,19 +383,26 @@ async fn dial(
         }
         fsm.connecting();
         status.write(&db, spec.row, &fsm, Instant::now());
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&target, cfg.tls.as_ref())).await;
+        let attempt =
+            tokio::time::timeout(CONNECT_TIMEOUT, connect(&target, cfg.tls.as_ref())).await;
         let stream = match attempt {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let wait = fsm.connect_failed(Instant::now());
-                info!("connection failed ({e}), retrying in {:.1} s", wait.as_secs_f64());
+                info!(
+                    "connection failed ({e}), retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
                 status.last_error = Some(e.to_string());
                 status.write(&db, spec.row, &fsm, Instant::now());
                 continue;
             }
             Err(_) => {
                 let wait = fsm.connect_failed(Instant::now());
-                info!("connection timed out, retrying in {:.1} s", wait.as_secs_f64());
+                info!(
+                    "connection timed out, retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
                 status.last_error = Some("connection timed out".into());
                 status.write(&db, spec.row, &fsm, Instant::now());
                 continue;

@@ -128,7 +128,11 @@ impl Server {
 
     /// Names as `list_dbs` returns them.
     pub fn databases(&self) -> Vec<String> {
-        self.shared.dbs.iter().map(|d| d.name().to_string()).collect()
+        self.shared
+            .dbs
+            .iter()
+            .map(|d| d.name().to_string())
+            .collect()
     }
 
     /// The id `get_server_id` returns (new per server).
@@ -188,7 +192,10 @@ impl Server {
             },
             span,
         ));
-        Ok(ListenerHandle { target: bound, task })
+        Ok(ListenerHandle {
+            target: bound,
+            task,
+        })
     }
 
     /// Runs one session over an already connected stream until it ends.

@@ -66,7 +66,8 @@ impl Select {
 pub struct MonitorTable {
     pub table: usize,
     pub schema: Arc<TableSchema>,
-    pub columns: Vec<ColRef>,
+    /// Monitored columns, each with the changes it is reported for.
+    pub columns: Vec<(ColRef, Select)>,
     pub select: Select,
     pub condition: Option<Condition>,
     where_json: Option<Value>,
@@ -78,8 +79,16 @@ impl MonitorTable {
         let mut key = String::new();
         let format = if version == MonitorVersion::V1 { 1 } else { 2 };
         let _ = write!(key, "v{format}|{}|", self.schema.name);
-        for c in &self.columns {
-            let _ = write!(key, "{},", c.name(&self.schema));
+        for (c, s) in &self.columns {
+            let _ = write!(
+                key,
+                "{}:{}{}{}{},",
+                c.name(&self.schema),
+                u8::from(s.initial),
+                u8::from(s.insert),
+                u8::from(s.delete),
+                u8::from(s.modify)
+            );
         }
         let s = self.select;
         let _ = write!(
@@ -194,14 +203,14 @@ fn parse_request(
     mt.select.delete |= sel.delete;
     mt.select.modify |= sel.modify;
     let add = |mt: &mut MonitorTable, c: ColRef, cols_json: Option<&Value>| {
-        if mt.columns.contains(&c) {
+        if mt.columns.iter().any(|(x, _)| *x == c) {
             return Err(OvsdbError::syntax(
                 cols_json,
                 None,
                 format!("column {} mentioned more than once", c.name(&ts)),
             ));
         }
-        mt.columns.push(c);
+        mt.columns.push((c, sel));
         Ok(())
     };
     match columns {
@@ -212,7 +221,11 @@ fn parse_request(
                     OvsdbError::syntax(Some(cols), None, "array of column names expected")
                 })?;
                 let c = ColRef::lookup(&ts, name).ok_or_else(|| {
-                    OvsdbError::syntax(Some(cols), None, format!("{name} is not a valid column name"))
+                    OvsdbError::syntax(
+                        Some(cols),
+                        None,
+                        format!("{name} is not a valid column name"),
+                    )
                 })?;
                 add(mt, c, Some(cols))?;
             }
@@ -231,9 +244,15 @@ fn parse_request(
     Ok(())
 }
 
-fn columns_json(mt: &MonitorTable, uuid: &Uuid, row: &RowData, skip_default: bool) -> Value {
+fn columns_json(
+    mt: &MonitorTable,
+    uuid: &Uuid,
+    row: &RowData,
+    skip_default: bool,
+    kind: Kind,
+) -> Value {
     let mut m = Map::new();
-    for c in &mt.columns {
+    for (c, _) in mt.columns.iter().filter(|(_, s)| kind.selected(s)) {
         let v = c.value(uuid, row);
         if skip_default {
             if let ColRef::Col(i) = c {
@@ -272,8 +291,10 @@ impl Monitor {
                     continue;
                 }
                 let v = match self.version {
-                    MonitorVersion::V1 => single("new", columns_json(mt, uuid, row, false)),
-                    _ => single("initial", columns_json(mt, uuid, row, true)),
+                    MonitorVersion::V1 => {
+                        single("new", columns_json(mt, uuid, row, false, Kind::Initial))
+                    }
+                    _ => single("initial", columns_json(mt, uuid, row, true, Kind::Initial)),
                 };
                 rows.insert(uuid.to_string(), v);
             }
@@ -358,7 +379,9 @@ impl Monitor {
             mt.condition = Some(cond);
             mt.where_json = Some(where_json);
             mt.rekey(version);
-            let Some(table) = data.table_at(t) else { continue };
+            let Some(table) = data.table_at(t) else {
+                continue;
+            };
             let mut rows = Map::new();
             for (uuid, row) in table.iter() {
                 let before = old.matches(uuid, row);
@@ -366,11 +389,17 @@ impl Monitor {
                 if before && !after {
                     rows.insert(uuid.to_string(), single("delete", Value::Null));
                 } else if after && !before {
-                    rows.insert(uuid.to_string(), single("insert", columns_json(mt, uuid, row, true)));
+                    rows.insert(
+                        uuid.to_string(),
+                        single("insert", columns_json(mt, uuid, row, true, Kind::Initial)),
+                    );
                 }
             }
             if !rows.is_empty() {
-                parts.push((mt.schema.name.clone(), Arc::from(Value::Object(rows).to_string())));
+                parts.push((
+                    mt.schema.name.clone(),
+                    Arc::from(Value::Object(rows).to_string()),
+                ));
             }
         }
         if parts.is_empty() {
@@ -383,9 +412,21 @@ impl Monitor {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Initial,
     Insert,
     Delete,
     Modify,
+}
+
+impl Kind {
+    fn selected(self, s: &Select) -> bool {
+        match self {
+            Kind::Initial => s.initial,
+            Kind::Insert => s.insert,
+            Kind::Delete => s.delete,
+            Kind::Modify => s.modify,
+        }
+    }
 }
 
 fn encode_table(mt: &MonitorTable, tc: &TableChanges, version: MonitorVersion) -> Option<Value> {
@@ -422,27 +463,28 @@ fn encode_row(mt: &MonitorTable, ru: &RowUpdate, version: MonitorVersion) -> Opt
             _ => return None,
         };
     }
-    let selected = match kind {
-        Kind::Insert => mt.select.insert,
-        Kind::Delete => mt.select.delete,
-        Kind::Modify => mt.select.modify,
-    };
-    if !selected {
+    if !kind.selected(&mt.select) {
         return None;
     }
     match (version, kind) {
         (MonitorVersion::V1, Kind::Insert) => {
             let new = ru.new.as_ref()?;
-            Some(single("new", columns_json(mt, uuid, new, false)))
+            Some(single(
+                "new",
+                columns_json(mt, uuid, new, false, Kind::Insert),
+            ))
         }
         (MonitorVersion::V1, Kind::Delete) => {
             let old = ru.old.as_ref()?;
-            Some(single("old", columns_json(mt, uuid, old, false)))
+            Some(single(
+                "old",
+                columns_json(mt, uuid, old, false, Kind::Delete),
+            ))
         }
         (MonitorVersion::V1, Kind::Modify) => {
             let (old, new) = (ru.old.as_ref()?, ru.new.as_ref()?);
             let mut changed = Map::new();
-            for c in &mt.columns {
+            for (c, _) in mt.columns.iter().filter(|(_, s)| s.modify) {
                 let (a, b) = (c.value(uuid, old), c.value(uuid, new));
                 if a != b {
                     changed.insert(c.name(&mt.schema).to_string(), a.to_json());
@@ -453,19 +495,26 @@ fn encode_row(mt: &MonitorTable, ru: &RowUpdate, version: MonitorVersion) -> Opt
             }
             let mut m = Map::new();
             m.insert("old".into(), Value::Object(changed));
-            m.insert("new".into(), columns_json(mt, uuid, new, false));
+            m.insert(
+                "new".into(),
+                columns_json(mt, uuid, new, false, Kind::Modify),
+            );
             Some(Value::Object(m))
         }
         (_, Kind::Insert) => {
             // A row entering the condition is sent whole.
             let new = ru.new.as_ref()?;
-            Some(single("insert", columns_json(mt, uuid, new, true)))
+            Some(single(
+                "insert",
+                columns_json(mt, uuid, new, true, Kind::Insert),
+            ))
         }
         (_, Kind::Delete) => Some(single("delete", Value::Null)),
+        (_, Kind::Initial) => None,
         (_, Kind::Modify) => {
             let (old, new) = (ru.old.as_ref()?, ru.new.as_ref()?);
             let mut diff = Map::new();
-            for c in &mt.columns {
+            for (c, _) in mt.columns.iter().filter(|(_, s)| s.modify) {
                 let (a, b) = (c.value(uuid, old), c.value(uuid, new));
                 if a != b {
                     let d = match c {

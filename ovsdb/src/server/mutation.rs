@@ -80,7 +80,13 @@ fn parse_mutation(
 ) -> Result<Mutation, OvsdbError> {
     let parts = match json {
         Value::Array(a) if a.len() == 3 && a[0].is_string() && a[1].is_string() => a,
-        _ => return Err(OvsdbError::syntax(Some(json), None, "Parse error in mutation.")),
+        _ => {
+            return Err(OvsdbError::syntax(
+                Some(json),
+                None,
+                "Parse error in mutation.",
+            ))
+        }
     };
     let column_name = parts[0].as_str().unwrap_or_default();
     let col = ColRef::lookup(ts, column_name).ok_or_else(|| {
@@ -236,7 +242,9 @@ impl Mutation {
                 for a in atoms.iter() {
                     let r = match (a, y) {
                         (Atom::Integer(x), Atom::Integer(y)) => Atom::Integer(int_op(m, *x, *y)?),
-                        (Atom::Real(x), _) => Atom::Real(real_op(m, *x, y.as_real().unwrap_or(0.0))?),
+                        (Atom::Real(x), _) => {
+                            Atom::Real(real_op(m, *x, y.as_real().unwrap_or(0.0))?)
+                        }
                         (other, _) => other.clone(),
                     };
                     ty.key
@@ -296,9 +304,12 @@ fn subtract(a: &Datum, b: &Datum) -> Datum {
         (Datum::Set(x), Datum::Set(_)) => {
             Datum::Set(x.iter().filter(|e| !b.contains_key(e)).cloned().collect())
         }
-        (Datum::Map(x), Datum::Set(_)) => {
-            Datum::Map(x.iter().filter(|(k, _)| !b.contains_key(k)).cloned().collect())
-        }
+        (Datum::Map(x), Datum::Set(_)) => Datum::Map(
+            x.iter()
+                .filter(|(k, _)| !b.contains_key(k))
+                .cloned()
+                .collect(),
+        ),
         (Datum::Map(x), Datum::Map(_)) => Datum::Map(
             x.iter()
                 .filter(|(k, v)| b.get(k) != Some(v))

@@ -146,7 +146,10 @@ mod tests {
         let not_obj = json!([1]);
         let p = Parser::new(&not_obj, "op".into());
         let e = p.finish().unwrap();
-        assert_eq!(e.details.as_deref(), Some("Parsing op failed: Object expected."));
+        assert_eq!(
+            e.details.as_deref(),
+            Some("Parsing op failed: Object expected.")
+        );
         assert_eq!(e.syntax, None);
     }
 }

@@ -249,11 +249,19 @@ impl SessionCore {
         Ok(changed)
     }
 
-    fn execute(&self, db: usize, params: &Value, elapsed_ms: i64) -> (Option<Vec<Value>>, Option<i64>) {
+    fn execute(
+        &self,
+        db: usize,
+        params: &Value,
+        elapsed_ms: i64,
+    ) -> (Option<Vec<Value>>, Option<i64>) {
         let Some(d) = self.shared.dbs.get(db) else {
             return (Some(Vec::new()), None);
         };
-        let ops = params.as_array().map(|a| &a[1.min(a.len())..]).unwrap_or_default();
+        let ops = params
+            .as_array()
+            .map(|a| &a[1.min(a.len())..])
+            .unwrap_or_default();
         let shared = self.shared.clone();
         let sid = self.id;
         let owns = move |name: &str| {
@@ -272,7 +280,11 @@ impl SessionCore {
     }
 
     fn lookup_db(&self, method: &str, params: &Value) -> Result<usize, OvsdbError> {
-        let Some(name) = params.as_array().and_then(|a| a.first()).and_then(Value::as_str) else {
+        let Some(name) = params
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+        else {
             return Err(OvsdbError::syntax(
                 Some(params),
                 None,
@@ -375,7 +387,10 @@ impl SessionCore {
                 )),
             },
             _ => {
-                out.push(rpc::error_response(id, &Value::String("unknown method".into())));
+                out.push(rpc::error_response(
+                    id,
+                    &Value::String("unknown method".into()),
+                ));
                 return;
             }
         };
@@ -438,16 +453,28 @@ impl SessionCore {
             .ok_or_else(|| OvsdbError::syntax(Some(&p[0]), None, "unknown monitor session"))?;
         let changing_id = self.monitors.get_mut(i).is_some_and(|m| m.id != p[1]);
         if changing_id && self.monitors.find(&p[1]).is_some() {
-            return Err(OvsdbError::syntax(Some(&p[1]), None, "duplicate monitor ID"));
+            return Err(OvsdbError::syntax(
+                Some(&p[1]),
+                None,
+                "duplicate monitor ID",
+            ));
         }
         let reqs = p[2].as_object().ok_or_else(|| {
             OvsdbError::syntax(None, None, "monitor-cond-change-requests must be object")
         })?;
         let Some(m) = self.monitors.get_mut(i) else {
-            return Err(OvsdbError::syntax(Some(&p[0]), None, "unknown monitor session"));
+            return Err(OvsdbError::syntax(
+                Some(&p[0]),
+                None,
+                "unknown monitor session",
+            ));
         };
         let Some(d) = self.shared.dbs.iter().find(|d| d.name() == m.db) else {
-            return Err(OvsdbError::syntax(Some(&p[0]), None, "unknown monitor session"));
+            return Err(OvsdbError::syntax(
+                Some(&p[0]),
+                None,
+                "unknown monitor session",
+            ));
         };
         let st = d.lock();
         let mut changes = Vec::new();
@@ -587,7 +614,9 @@ fn parse_params(params: Option<&RawValue>) -> Result<Value, SessionError> {
     let v: Value =
         serde_json::from_str(raw.get()).map_err(|e| SessionError::BadMessage(e.to_string()))?;
     if !v.is_array() {
-        return Err(SessionError::BadMessage("\"params\" must be JSON array".into()));
+        return Err(SessionError::BadMessage(
+            "\"params\" must be JSON array".into(),
+        ));
     }
     Ok(v)
 }
@@ -679,7 +708,10 @@ pub(crate) async fn run(
                     break (format!("send error: {e}"), true);
                 }
             }
-            let deadline = [probe_deadline, core.next_timer()].into_iter().flatten().min();
+            let deadline = [probe_deadline, core.next_timer()]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,

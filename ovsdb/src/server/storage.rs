@@ -49,7 +49,10 @@ impl RefColumn {
         let value = self.value.filter(|(_, strong)| *strong).map(|(t, _)| t);
         let (keys, values): (Vec<&Atom>, Vec<&Atom>) = match d {
             Datum::Set(a) => (a.iter().collect(), Vec::new()),
-            Datum::Map(p) => (p.iter().map(|(k, _)| k).collect(), p.iter().map(|(_, v)| v).collect()),
+            Datum::Map(p) => (
+                p.iter().map(|(k, _)| k).collect(),
+                p.iter().map(|(_, v)| v).collect(),
+            ),
         };
         let k = keys
             .into_iter()
@@ -138,9 +141,7 @@ impl DbData {
                 for (ci, c) in t.columns.iter().enumerate() {
                     let target = |b: &crate::schema::BaseType| {
                         b.ref_table.as_ref().and_then(|rt| {
-                            by_name
-                                .get(rt)
-                                .map(|&i| (i, b.ref_type == RefType::Strong))
+                            by_name.get(rt).map(|&i| (i, b.ref_type == RefType::Strong))
                         })
                     };
                     let key = target(&c.ty.key);

@@ -249,9 +249,8 @@ impl<'a> Txn<'a> {
                     if Arc::ptr_eq(old, new) {
                         return false;
                     }
-                    let changed: Box<[bool]> = (0..ncols)
-                        .map(|i| old.get(i) != new.get(i))
-                        .collect();
+                    let changed: Box<[bool]> =
+                        (0..ncols).map(|i| old.get(i) != new.get(i)).collect();
                     let any = changed.iter().any(|b| *b);
                     r.changed = Some(changed);
                     any
@@ -370,7 +369,8 @@ impl<'a> Txn<'a> {
         while i < self.order.len() {
             let (t, u) = self.order[i];
             i += 1;
-            let garbage = matches!(self.rows[t].get(&u), Some(r) if r.new.is_some() && r.n_refs == 0);
+            let garbage =
+                matches!(self.rows[t].get(&u), Some(r) if r.new.is_some() && r.n_refs == 0);
             if garbage {
                 self.delete_garbage(t, u)?;
             }
@@ -390,7 +390,9 @@ impl<'a> Txn<'a> {
             let Some(data) = r.new.take() else { continue };
             let ref_cols = self.db.tables[t].ref_columns.clone();
             for rc in ref_cols {
-                let Some(d) = data.get(rc.column) else { continue };
+                let Some(d) = data.get(rc.column) else {
+                    continue;
+                };
                 for (target, tu) in rc.strong_targets(d).collect::<Vec<_>>() {
                     if tu == u {
                         continue;
@@ -491,7 +493,9 @@ impl<'a> Txn<'a> {
                 continue;
             };
             for rc in weak_cols {
-                let Some(d) = new.get(rc.column) else { continue };
+                let Some(d) = new.get(rc.column) else {
+                    continue;
+                };
                 let kept = retain_existing(self, &rc, d);
                 if kept.len() == d.len() {
                     continue;
@@ -563,10 +567,7 @@ impl<'a> Txn<'a> {
                 Some(r) => index
                     .iter()
                     .map(|&c| {
-                        datum_to_string(
-                            r.get(c).unwrap_or(&Datum::empty_set()),
-                            &ts.columns[c].ty,
-                        )
+                        datum_to_string(r.get(c).unwrap_or(&Datum::empty_set()), &ts.columns[c].ty)
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -687,8 +688,18 @@ fn retain_existing(txn: &Txn<'_>, rc: &super::storage::RefColumn, d: &Datum) -> 
 fn added_removed(old: &Datum, new: &Datum) -> (Datum, Datum) {
     match (old, new) {
         (Datum::Set(o), Datum::Set(n)) => (
-            Datum::Set(n.iter().filter(|x| o.binary_search(x).is_err()).cloned().collect()),
-            Datum::Set(o.iter().filter(|x| n.binary_search(x).is_err()).cloned().collect()),
+            Datum::Set(
+                n.iter()
+                    .filter(|x| o.binary_search(x).is_err())
+                    .cloned()
+                    .collect(),
+            ),
+            Datum::Set(
+                o.iter()
+                    .filter(|x| n.binary_search(x).is_err())
+                    .cloned()
+                    .collect(),
+            ),
         ),
         (Datum::Map(o), Datum::Map(n)) => (
             Datum::Map(n.iter().filter(|p| !o.contains(p)).cloned().collect()),
@@ -708,13 +719,18 @@ fn parse_column_set(json: Option<&Value>, ts: &TableSchema) -> Result<Vec<ColRef
         all.extend((0..ts.columns.len()).map(ColRef::Col));
         return Ok(all);
     };
-    let distinct = || OvsdbError::syntax(Some(json), None, "array of distinct column names expected");
+    let distinct =
+        || OvsdbError::syntax(Some(json), None, "array of distinct column names expected");
     let items = json.as_array().ok_or_else(distinct)?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let name = item.as_str().ok_or_else(distinct)?;
         let c = ColRef::lookup(ts, name).ok_or_else(|| {
-            OvsdbError::syntax(Some(json), None, format!("{name} is not a valid column name"))
+            OvsdbError::syntax(
+                Some(json),
+                None,
+                format!("{name} is not a valid column name"),
+            )
         })?;
         if out.contains(&c) {
             return Err(distinct());
@@ -870,7 +886,9 @@ fn run_op(
                 .member("lock", parser::ID)
                 .and_then(Value::as_str)
                 .filter(|lock| !(ctx.owns_lock)(lock))
-                .map(|lock| OvsdbError::new("not owner", format!("Asserted lock {lock} not held.")));
+                .map(|lock| {
+                    OvsdbError::new("not owner", format!("Asserted lock {lock} not held."))
+                });
             (true, error)
         }
         other => {
@@ -1062,9 +1080,13 @@ fn op_mutate(
     let cond = Condition::parse(&ts, where_, Some(&mut txn.symtab))?;
     let matches = txn.query(t, &cond);
     for u in &matches {
-        let Some(data) = txn.modify(t, u) else { continue };
+        let Some(data) = txn.modify(t, u) else {
+            continue;
+        };
         for m in &mutations {
-            let Some(col) = ts.columns.get(m.column) else { continue };
+            let Some(col) = ts.columns.get(m.column) else {
+                continue;
+            };
             if let Some(dst) = data.row.columns.get_mut(m.column) {
                 m.apply(dst, &col.ty)?;
             }
@@ -1118,7 +1140,11 @@ fn op_wait(
         Some(j) => {
             let ms = j.as_i64().unwrap_or(0);
             if ms < 0 {
-                return Err(OvsdbError::syntax(Some(j), None, "timeout must be nonnegative"));
+                return Err(OvsdbError::syntax(
+                    Some(j),
+                    None,
+                    "timeout must be nonnegative",
+                ));
             }
             *min_timeout = Some(min_timeout.map_or(ms, |m| m.min(ms)));
             Some(ms)

@@ -257,7 +257,9 @@ impl Datum {
     /// map adds missing keys, removes pairs that match exactly and replaces
     /// values of keys present with another value.
     pub fn apply_diff(&mut self, diff: Datum, ty: &ColumnType) -> Result<(), ValueError> {
-        if ty.is_scalar() {
+        // ovsdb-server sends the new value for every column that can hold at
+        // most one element (optional scalars too): `ovsdb_type_is_composite`.
+        if ty.max <= 1 {
             *self = diff;
             return Ok(());
         }
@@ -308,7 +310,7 @@ impl Datum {
 
     /// The `update2` diff that turns `old` into `new` (inverse of `apply_diff`).
     pub fn diff(old: &Datum, new: &Datum, ty: &ColumnType) -> Datum {
-        if ty.is_scalar() {
+        if ty.max <= 1 {
             return new.clone();
         }
         match (old, new) {
@@ -424,6 +426,19 @@ mod tests {
         );
         assert!(Datum::from_json(&json!({"1": "x"}), &map_ty).is_err());
         assert!(Datum::from_json(&json!(["set", ["a", "a"]]), &set_ty).is_err());
+    }
+
+    #[test]
+    fn optional_columns_diff_as_new_value() {
+        // ovsdb-server sends "tunnel_key":3 for 2 -> 3 on a 0..1 column.
+        let opt = ty(json!({"key": "integer", "min": 0, "max": 1}));
+        let (a, b) = (Datum::scalar(2), Datum::scalar(3));
+        assert_eq!(Datum::diff(&a, &b, &opt), b);
+        let mut x = a.clone();
+        x.apply_diff(Datum::scalar(3), &opt).unwrap();
+        assert_eq!(x, b);
+        x.apply_diff(Datum::empty_set(), &opt).unwrap();
+        assert_eq!(x, Datum::empty_set());
     }
 
     #[test]
