@@ -91,3 +91,7 @@ pub fn server_config(
         .map_err(|e| tls_err("server certificate", e))?;
     Ok(Arc::new(config))
 }
+
+/// The rustls / tokio-rustls versions this crate uses, so users build configs that fit.
+pub use rustls;
+pub use tokio_rustls;
