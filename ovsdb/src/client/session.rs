@@ -22,7 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
-use super::decode::{decode, decode_monitor_reply, Context, MonitorReplyKind, Payload, UpdateTarget};
+use super::decode::{
+    decode, decode_monitor_reply, Context, MonitorReplyKind, Payload, UpdateTarget,
+};
 use super::monitor::{MonitorSpec, Requests};
 use super::replica::{Replica, RowEvent};
 use super::transact::{TransactOutcome, Transaction};
@@ -43,6 +45,10 @@ pub struct SessionOptions {
     pub max_message: usize,
     /// Transactions in flight at once; more wait for a slot.
     pub max_in_flight: usize,
+    /// Keep a replica in the session and report row events (`Update`). When
+    /// false, decoded updates are handed over as they are (`Updates`) for
+    /// an owner that keeps its own replica, so rows are not held twice.
+    pub keep_replica: bool,
 }
 
 impl Default for SessionOptions {
@@ -52,6 +58,7 @@ impl Default for SessionOptions {
             probe_interval: Duration::from_secs(5),
             max_message: rpc::DEFAULT_MAX_MESSAGE,
             max_in_flight: 64,
+            keep_replica: true,
         }
     }
 }
@@ -76,6 +83,13 @@ pub enum SessionEvent {
     Update {
         database: String,
         events: Vec<RowEvent>,
+    },
+    /// Decoded updates, not applied (sessions without `keep_replica`). They
+    /// arrive in order, and before the reply of the transaction that caused
+    /// them is handed to its caller.
+    Updates {
+        database: String,
+        updates: crate::value::seed::TableUpdates,
     },
     Locked(String),
     Stolen(String),
@@ -118,6 +132,7 @@ struct MonitorInfo {
 
 struct Shared {
     name: String,
+    keep_replica: bool,
     peer: Peer,
     out: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<HashMap<u64, Pending>>,
@@ -159,6 +174,7 @@ impl Client {
         let (closed, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             name: options.name.clone(),
+            keep_replica: options.keep_replica,
             peer: peer.clone(),
             out: out_tx,
             pending: Mutex::new(HashMap::new()),
@@ -602,7 +618,11 @@ impl Context for Shared {
             Pending::Reply { .. } => return None,
         };
         let schema = read(&self.schemas).get(&database)?.clone();
-        Some(MonitorReplyKind { schema, format, since })
+        Some(MonitorReplyKind {
+            schema,
+            format,
+            since,
+        })
     }
 
     fn update_target(&self, monitor_id: &Value) -> Option<UpdateTarget> {
@@ -630,7 +650,9 @@ fn handle_frame(
     match (msg.method, msg.id) {
         (Some(method), Some(id)) => {
             if msg.result.is_some() || msg.error.is_some() {
-                return Err("received bad JSON-RPC message: request has \"result\" or \"error\"".into());
+                return Err(
+                    "received bad JSON-RPC message: request has \"result\" or \"error\"".into(),
+                );
             }
             let reply = if method == "echo" {
                 match msg.params {
@@ -645,14 +667,21 @@ fn handle_frame(
             Ok(())
         }
         (Some(method), None) => match (method.as_str(), msg.params) {
-            (_, Some(Payload::Updates(Some((database, updates))))) => apply(shared, events, &database, updates),
+            (_, Some(Payload::Updates(Some((database, updates))))) => {
+                apply(shared, events, &database, updates)
+            }
             (_, Some(Payload::Updates(None))) => {
                 warn!(%method, "update for an unknown monitor ignored");
                 Ok(())
             }
             ("locked" | "stolen", Some(Payload::Raw(p))) => {
-                let v: Vec<Value> = serde_json::from_str(p.get()).map_err(|e| format!("bad {method}: {e}"))?;
-                let name = v.first().and_then(Value::as_str).unwrap_or_default().to_string();
+                let v: Vec<Value> =
+                    serde_json::from_str(p.get()).map_err(|e| format!("bad {method}: {e}"))?;
+                let name = v
+                    .first()
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let _ = events.send(if method == "locked" {
                     SessionEvent::Locked(name)
                 } else {
@@ -661,7 +690,8 @@ fn handle_frame(
                 Ok(())
             }
             ("monitor_canceled", Some(Payload::Raw(p))) => {
-                let v: Vec<Value> = serde_json::from_str(p.get()).map_err(|e| format!("bad {method}: {e}"))?;
+                let v: Vec<Value> =
+                    serde_json::from_str(p.get()).map_err(|e| format!("bad {method}: {e}"))?;
                 let id = v.into_iter().next().unwrap_or(Value::Null);
                 if let Some(s) = id.as_str() {
                     lock(&shared.monitors).remove(s);
@@ -691,7 +721,9 @@ fn handle_frame(
                 Pending::Reply { method, tx } => {
                     let result = match (error, msg.result) {
                         (Some(error), _) => Err(ClientError::Rpc { method, error }),
-                        (None, Some(Payload::Raw(raw))) => Ok(frame.slice_ref(raw.get().as_bytes())),
+                        (None, Some(Payload::Raw(raw))) => {
+                            Ok(frame.slice_ref(raw.get().as_bytes()))
+                        }
                         (None, _) => Err(ClientError::BadReply {
                             method,
                             reason: "reply has no result".into(),
@@ -719,8 +751,15 @@ fn handle_frame(
                                 let _ = tx.send(Err(ClientError::UnknownDatabase(database)));
                                 return Ok(());
                             };
-                            decode_monitor_reply(raw, &MonitorReplyKind { schema, format, since })
-                                .map_err(|e| format!("bad {method} reply: {e}"))?
+                            decode_monitor_reply(
+                                raw,
+                                &MonitorReplyKind {
+                                    schema,
+                                    format,
+                                    since,
+                                },
+                            )
+                            .map_err(|e| format!("bad {method} reply: {e}"))?
                         }
                         _ => return Err(format!("bad {method} reply: no result")),
                     };
@@ -754,6 +793,15 @@ fn apply(
     database: &str,
     updates: crate::value::seed::TableUpdates,
 ) -> Result<(), String> {
+    if !shared.keep_replica {
+        if updates.row_count() > 0 {
+            let _ = events.send(SessionEvent::Updates {
+                database: database.to_string(),
+                updates,
+            });
+        }
+        return Ok(());
+    }
     let evs = {
         let mut replicas = write(&shared.replicas);
         let Some(replica) = replicas.get_mut(database) else {
