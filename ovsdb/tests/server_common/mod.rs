@@ -11,15 +11,19 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ovsdb::rpc::JsonFramer;
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
+
+/// Any byte stream a test talks JSON-RPC over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Generous bound so a broken server fails the test instead of hanging it.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A raw JSON-RPC 1.0 connection over a unix socket.
 pub struct RawConn {
-    stream: UnixStream,
+    stream: Box<dyn Io>,
     framer: JsonFramer,
     buf: BytesMut,
     next_id: u64,
@@ -30,19 +34,21 @@ impl RawConn {
         let mut last = None;
         for _ in 0..200 {
             match UnixStream::connect(path).await {
-                Ok(stream) => {
-                    return RawConn {
-                        stream,
-                        framer: JsonFramer::new(1 << 30),
-                        buf: BytesMut::new(),
-                        next_id: 1,
-                    }
-                }
+                Ok(stream) => return RawConn::new(Box::new(stream)),
                 Err(e) => last = Some(e),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("cannot connect to {}: {last:?}", path.display());
+    }
+
+    pub fn new(stream: Box<dyn Io>) -> RawConn {
+        RawConn {
+            stream,
+            framer: JsonFramer::new(1 << 30),
+            buf: BytesMut::new(),
+            next_id: 1,
+        }
     }
 
     pub async fn send(&mut self, v: &Value) {
