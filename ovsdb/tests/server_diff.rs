@@ -66,10 +66,10 @@ async fn run_script(script: &Value, sock: &Path) -> Value {
             continue;
         }
         let s = step.get("session").and_then(Value::as_u64).unwrap_or(1);
-        if !sessions.contains_key(&s) {
-            sessions.insert(s, RawConn::connect(sock).await);
-        }
-        let conn = sessions.get_mut(&s).unwrap();
+        let conn = match sessions.entry(s) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(RawConn::connect(sock).await),
+        };
         if let Some(raw) = step.get("raw").and_then(Value::as_str) {
             conn.send_raw(raw.as_bytes()).await;
             let mut got = Vec::new();

@@ -91,14 +91,23 @@ async fn ovsdb_client_against_our_server() {
     let (server, _l, target) = our_tcp_server().await;
     let dbs = tool("ovsdb-client", &["list-dbs", &target]).await.unwrap();
     // ovsdb-client sorts the names it prints.
-    assert_eq!(dbs.lines().collect::<Vec<_>>(), vec!["_Server", "hardware_vtep"]);
-    let version = tool("ovsdb-client", &["get-schema-version", &target, "hardware_vtep"])
-        .await
-        .unwrap();
+    assert_eq!(
+        dbs.lines().collect::<Vec<_>>(),
+        vec!["_Server", "hardware_vtep"]
+    );
+    let version = tool(
+        "ovsdb-client",
+        &["get-schema-version", &target, "hardware_vtep"],
+    )
+    .await
+    .unwrap();
     assert_eq!(version.trim(), "1.7.0");
-    let cksum = tool("ovsdb-client", &["get-schema-cksum", &target, "hardware_vtep"])
-        .await
-        .unwrap();
+    let cksum = tool(
+        "ovsdb-client",
+        &["get-schema-cksum", &target, "hardware_vtep"],
+    )
+    .await
+    .unwrap();
     assert_eq!(cksum.trim(), "353943336 11434");
     let schema: Value = serde_json::from_str(
         &tool("ovsdb-client", &["get-schema", &target, "hardware_vtep"])
@@ -112,7 +121,9 @@ async fn ovsdb_client_against_our_server() {
     );
 
     let txn = r#"["hardware_vtep",{"op":"insert","table":"Logical_Switch","row":{"name":"from-client","tunnel_key":42}}]"#;
-    let out = tool("ovsdb-client", &["transact", &target, txn]).await.unwrap();
+    let out = tool("ovsdb-client", &["transact", &target, txn])
+        .await
+        .unwrap();
     let result: Value = serde_json::from_str(&out).unwrap();
     assert!(result[0]["uuid"][1].is_string(), "{out}");
     let db = server.db("hardware_vtep").unwrap();
@@ -127,7 +138,13 @@ async fn ovsdb_client_against_our_server() {
 
     // `monitor` sees rows inserted after it started.
     let mut child = Command::new("ovsdb-client")
-        .args(["monitor", &target, "hardware_vtep", "Logical_Switch", "name,tunnel_key"])
+        .args([
+            "monitor",
+            &target,
+            "hardware_vtep",
+            "Logical_Switch",
+            "name,tunnel_key",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -218,17 +235,18 @@ async fn vtep_ctl_against_our_server_matches_the_real_one() {
         // `list` prints records in UUID order, which differs between the
         // two databases: compare the records as a set.
         let records = |s: &str| {
-            let mut r: Vec<String> = s.split("\n\n").map(str::to_string).collect();
+            let mut r: Vec<String> = s.split("\n\n").map(|x| x.trim().to_string()).collect();
             r.sort();
             r
         };
-        assert_eq!(records(&our_out), records(&real_out), "vtep-ctl {}", cmd.join(" "));
+        assert_eq!(
+            records(&our_out),
+            records(&real_out),
+            "vtep-ctl {}",
+            cmd.join(" ")
+        );
     }
     // The results are really there, not just equal: check a few.
-    let macs = run(
-        "vtep-ctl",
-        vec![format!("--db={target}"), "list-ps".into()],
-    )
-    .unwrap();
+    let macs = run("vtep-ctl", vec![format!("--db={target}"), "list-ps".into()]).unwrap();
     assert_eq!(macs.trim(), "ps1");
 }

@@ -211,17 +211,11 @@ fn parse_clause(
                 ));
             }
         }
-        Function::Excludes => {
-            if !ty.is_scalar() {
-                ty.min = 0;
-                ty.max = UNLIMITED;
-            }
+        Function::Excludes if !ty.is_scalar() => {
+            ty.min = 0;
+            ty.max = UNLIMITED;
         }
-        Function::Includes => {
-            if !ty.is_scalar() {
-                ty.min = 0;
-            }
-        }
+        Function::Includes if !ty.is_scalar() => ty.min = 0,
         _ => {}
     }
     let arg = parse_datum(&parts[2], &ty, symtab)?;

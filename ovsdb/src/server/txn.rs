@@ -758,12 +758,16 @@ fn parse_row(
     parse_row_full(json, ts, symtab).map(|(row, named, _)| (row, named))
 }
 
+/// A parsed `<row>`: values, the columns it named, and the `_uuid` and
+/// `_version` it gave.
+type ParsedRow = (Row, Vec<ColRef>, [Option<Uuid>; 2]);
+
 /// As `parse_row`, also returning the `_uuid` and `_version` it gave.
 fn parse_row_full(
     json: &Value,
     ts: &TableSchema,
     symtab: &mut Symtab,
-) -> Result<(Row, Vec<ColRef>, [Option<Uuid>; 2]), OvsdbError> {
+) -> Result<ParsedRow, OvsdbError> {
     let obj = json
         .as_object()
         .ok_or_else(|| OvsdbError::syntax(Some(json), None, "row must be JSON object"))?;
