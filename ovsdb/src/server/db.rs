@@ -189,7 +189,7 @@ impl Db {
         let cs = {
             let mut txn = txn::Txn::new(&st.data);
             for row in rows {
-                txn.insert(t, Uuid::new_v4(), row);
+                txn.insert(t, super::storage::new_uuid(), row);
             }
             txn.precommit()
         };

@@ -29,7 +29,7 @@ impl Symtab {
         self.symbols
             .entry(name.to_string())
             .or_insert_with(|| Symbol {
-                uuid: Uuid::new_v4(),
+                uuid: super::storage::new_uuid(),
                 created: false,
             })
     }

@@ -11,6 +11,40 @@ use std::sync::Arc;
 use crate::schema::{DatabaseSchema, RefType, TableSchema};
 use crate::value::{Atom, Datum, Row, Uuid};
 
+/// A fresh random (version 4) UUID for a row or a `_version`.
+///
+/// Rows need unique ids, not secret ones: a per-thread xoshiro256** seeded
+/// once from the OS saves the two `getrandom` calls per inserted row that
+/// `Uuid::new_v4` costs (ovsdb-server likewise uses a seeded generator).
+pub fn new_uuid() -> Uuid {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<[u64; 4]> = Cell::new({
+            let a = Uuid::new_v4().as_u64_pair();
+            let b = Uuid::new_v4().as_u64_pair();
+            [a.0 | 1, a.1, b.0, b.1]
+        });
+    }
+    STATE.with(|st| {
+        let mut s = st.get();
+        let mut next = || {
+            let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+            let t = s[1] << 17;
+            s[2] ^= s[0];
+            s[3] ^= s[1];
+            s[1] ^= s[2];
+            s[0] ^= s[3];
+            s[2] ^= t;
+            s[3] = s[3].rotate_left(45);
+            result
+        };
+        let (hi, lo) = (next(), next());
+        st.set(s);
+        uuid::Builder::from_random_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes())
+            .into_uuid()
+    })
+}
+
 /// One version of a row: its values and its `_version`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RowData {
@@ -260,5 +294,22 @@ impl DbData {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_uuids_are_distinct_version_4() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let u = new_uuid();
+            assert_eq!(u.get_version_num(), 4);
+            assert!(seen.insert(u));
+        }
+        let other = std::thread::spawn(new_uuid).join().unwrap();
+        assert!(!seen.contains(&other));
     }
 }

@@ -177,7 +177,7 @@ impl<'a> Txn<'a> {
     pub fn insert(&mut self, t: usize, uuid: Uuid, row: Row) {
         let data = Arc::new(RowData {
             row,
-            version: Uuid::new_v4(),
+            version: super::storage::new_uuid(),
         });
         self.add_txn_row(
             t,
@@ -632,7 +632,7 @@ impl<'a> Txn<'a> {
             for r in rows.values_mut() {
                 if r.old.is_some() && r.any_changed() {
                     if let Some(n) = r.new.as_mut() {
-                        Arc::make_mut(n).version = Uuid::new_v4();
+                        Arc::make_mut(n).version = super::storage::new_uuid();
                     }
                 }
             }
@@ -960,7 +960,7 @@ fn op_insert(
         }
         sym.created = true;
     }
-    let row_uuid = row_uuid.unwrap_or_else(Uuid::new_v4);
+    let row_uuid = row_uuid.unwrap_or_else(super::storage::new_uuid);
     let ts = txn.schema(t).clone();
     let (row, _) = parse_row(row_json, &ts, &mut txn.symtab)?;
     // Defaults may violate constraints (an enum without ""), so check the
