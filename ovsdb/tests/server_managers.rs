@@ -50,7 +50,10 @@ async fn wait_connected(db: &Db, uuid: &str, want: bool) -> Value {
         if c == Some(want) {
             return status;
         }
-        assert!(Instant::now() < deadline, "is_connected never became {want}: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "is_connected never became {want}: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -69,7 +72,10 @@ async fn accept(l: &Listener) -> (RawConn, Instant, Option<String>) {
 /// The manager side: the dialled connection serves OVSDB requests.
 async fn check_serves(conn: &mut RawConn) {
     let r = conn.request("list_dbs", json!([])).await;
-    assert_eq!(r.last().unwrap()["result"], json!(["hardware_vtep", "_Server"]));
+    assert_eq!(
+        r.last().unwrap()["result"],
+        json!(["hardware_vtep", "_Server"])
+    );
     let r = conn
         .request(
             "transact",
@@ -89,7 +95,9 @@ async fn dial_out_and_backoff(tls: Option<(TlsFiles, TlsFiles)>) {
     } else {
         "ptcp:0:127.0.0.1".parse().unwrap()
     };
-    let listener = Listener::bind(&passive, manager_tls.as_ref()).await.unwrap();
+    let listener = Listener::bind(&passive, manager_tls.as_ref())
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let scheme = if manager_tls.is_some() { "ssl" } else { "tcp" };
     let target = format!("{scheme}:127.0.0.1:{port}");
@@ -107,7 +115,11 @@ async fn dial_out_and_backoff(tls: Option<(TlsFiles, TlsFiles)>) {
 
     let (mut conn, _t0, cn) = accept(&listener).await;
     if manager_tls.is_some() {
-        assert_eq!(cn.as_deref(), Some("switch"), "the switch presents its certificate");
+        assert_eq!(
+            cn.as_deref(),
+            Some("switch"),
+            "the switch presents its certificate"
+        );
     }
     check_serves(&mut conn).await;
     let status = wait_connected(&db, &mrow, true).await;
@@ -121,7 +133,8 @@ async fn dial_out_and_backoff(tls: Option<(TlsFiles, TlsFiles)>) {
         .expect("echo probe")
         .expect("connection open");
     assert_eq!(probe, json!({"id": "echo", "method": "echo", "params": []}));
-    conn.send(&json!({"id": "echo", "result": [], "error": null})).await;
+    conn.send(&json!({"id": "echo", "result": [], "error": null}))
+        .await;
 
     // Drop a session that lived long: redial after 1 s.
     drop(conn);
@@ -137,28 +150,43 @@ async fn dial_out_and_backoff(tls: Option<(TlsFiles, TlsFiles)>) {
     let dropped3 = Instant::now();
     let (mut conn, t3, _) = accept(&listener).await;
     let gap3 = t3 - dropped3;
-    assert!(gap1 >= Duration::from_millis(950) && gap1 < Duration::from_secs(6), "{gap1:?}");
-    assert!(gap2 >= Duration::from_millis(1950) && gap2 < Duration::from_secs(7), "{gap2:?}");
-    assert!(gap3 >= Duration::from_millis(1950) && gap3 < Duration::from_secs(7), "capped: {gap3:?}");
+    assert!(
+        gap1 >= Duration::from_millis(950) && gap1 < Duration::from_secs(6),
+        "{gap1:?}"
+    );
+    assert!(
+        gap2 >= Duration::from_millis(1950) && gap2 < Duration::from_secs(7),
+        "{gap2:?}"
+    );
+    assert!(
+        gap3 >= Duration::from_millis(1950) && gap3 < Duration::from_secs(7),
+        "capped: {gap3:?}"
+    );
     check_serves(&mut conn).await;
     wait_connected(&db, &mrow, true).await;
 
     // Removing the manager from the column closes its connection.
-    let r = db.transact(&[json!({"op": "update", "table": "Global", "where": [], "row": {"managers": ["set", []]}})]);
+    let r = db.transact(&[
+        json!({"op": "update", "table": "Global", "where": [], "row": {"managers": ["set", []]}}),
+    ]);
     assert!(r[0].get("error").is_none(), "{r:?}");
     let eof = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match conn.recv().await {
                 None => break,
                 Some(m) if m.get("method") == Some(&json!("echo")) => {
-                    conn.send(&json!({"id": "echo", "result": [], "error": null})).await;
+                    conn.send(&json!({"id": "echo", "result": [], "error": null}))
+                        .await;
                 }
                 Some(_) => {}
             }
         }
     })
     .await;
-    assert!(eof.is_ok(), "connection closed after the manager was removed");
+    assert!(
+        eof.is_ok(),
+        "connection closed after the manager was removed"
+    );
     // The Manager row itself was garbage collected with its last reference.
     assert_eq!(manager_state(&db, &mrow).0, None);
 }
@@ -191,7 +219,9 @@ async fn dials_ssl_manager_with_mutual_auth_and_reconnects() {
 async fn unreachable_manager_is_reported_in_backoff() {
     let server = Server::hardware_vtep();
     let db = server.db("hardware_vtep").unwrap();
-    let _m = server.start_managers(ManagerConfig::hardware_vtep()).unwrap();
+    let _m = server
+        .start_managers(ManagerConfig::hardware_vtep())
+        .unwrap();
     // A port nobody listens on.
     let port = ovsdb::testing::free_port().unwrap();
     let mrow = add_manager(&db, &format!("tcp:127.0.0.1:{port}"), 1000, 0);

@@ -24,9 +24,9 @@ impl BaseType {
         }
         match atom {
             Atom::Integer(i) => match (self.min_integer, self.max_integer) {
-                (Some(lo), Some(hi)) if *i < lo || *i > hi => Err(ValueError::Constraint(
-                    format!("{i} is not in the valid range {lo} to {hi} (inclusive)"),
-                )),
+                (Some(lo), Some(hi)) if *i < lo || *i > hi => Err(ValueError::Constraint(format!(
+                    "{i} is not in the valid range {lo} to {hi} (inclusive)"
+                ))),
                 (Some(lo), None) if *i < lo => Err(ValueError::Constraint(format!(
                     "{i} is less than minimum allowed value {lo}"
                 ))),
