@@ -150,11 +150,13 @@ impl HealthState {
         self.next_due.unwrap_or(now)
     }
 
-    /// Records one active check result and schedules the next one.
-    pub fn on_check(&mut self, ok: bool, now: Duration) -> Option<Transition> {
+    /// Records one active check result and schedules the next one. `started` is when that
+    /// check began: checks are spaced start to start, so a hung backend is marked down within
+    /// `interval + fall * timeout` (at most `interval * fall + timeout` while timeout <= interval).
+    pub fn on_check(&mut self, ok: bool, started: Duration) -> Option<Transition> {
         self.checked = true;
         let t = self.count(ok);
-        self.next_due = Some(now + self.interval());
+        self.next_due = Some(started + self.interval());
         t
     }
 
@@ -253,6 +255,35 @@ mod tests {
         assert_eq!(h.phase(), Phase::GoingUp(1));
         assert_eq!(h.on_check(true, MS(5500)), Some(Transition::WentUp));
         assert!(h.is_up());
+    }
+
+    #[test]
+    fn hung_backend_is_down_within_interval_times_fall_plus_timeout() {
+        // Every check times out (1 s, = interval); the backend hung right after a good check.
+        let p = HealthParams {
+            rise: 2,
+            fall: 3,
+            interval: MS(1000),
+            fast_interval: MS(200),
+            down_interval: MS(1000),
+        };
+        let mut h = HealthState::new(p, InitState::FullyUp);
+        h.on_check(true, MS(0));
+        let hung_at = MS(1);
+        let timeout = MS(1000);
+        let mut now = hung_at;
+        loop {
+            let start = h.next_due(now).max(now);
+            now = start + timeout;
+            if h.on_check(false, start) == Some(Transition::WentDown) {
+                break;
+            }
+        }
+        assert!(
+            now - hung_at <= p.interval * p.fall + timeout,
+            "{:?}",
+            now - hung_at
+        );
     }
 
     #[test]

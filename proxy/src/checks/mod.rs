@@ -70,6 +70,7 @@ async fn health_loop(rt: Arc<Runtime>, b: Arc<Backend>) {
             settings.check_port.unwrap_or(settings.addr.port()),
         );
         let started = Instant::now();
+        let started_clock = rt.pool.now();
         let result = match tokio::time::timeout(s.health.timeout, async {
             match s.health.check {
                 CheckKind::Tls => {
@@ -110,10 +111,9 @@ async fn health_loop(rt: Arc<Runtime>, b: Arc<Backend>) {
             at_unix_ms: unix_ms(),
         };
         let why = format!("health check: {detail}");
-        let now = rt.pool.now();
         rt.update_backend(&b, &why, KillReason::BackendDown, |st| {
             st.last_check = Some(record);
-            st.health.on_check(ok, now)
+            st.health.on_check(ok, started_clock)
         });
     }
 }
