@@ -1,1 +1,11 @@
-//! placeholder
+//! The OVSDB ToR agent: manages hardware_vtep switches (southbound OVSDB)
+//! for a Tungsten Fabric compatible control node (northbound XMPP), in an
+//! active/standby pair behind `tor-proxy`.
+
+pub mod admin;
+pub mod core;
+pub mod ha;
+pub mod ifmap;
+pub mod mac;
+pub mod northbound;
+pub mod reconcile;

@@ -298,7 +298,7 @@ impl Serialize for Operation {
 pub struct InsertHandle(pub usize);
 
 /// A transaction under construction for one database.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transaction {
     pub database: String,
     pub ops: Vec<Operation>,

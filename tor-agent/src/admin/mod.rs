@@ -1,0 +1,3 @@
+//! Operations: status, admin API, metrics, readiness.
+
+pub mod status;

@@ -1,0 +1,3 @@
+//! Northbound: the control nodes (XMPP, TF-compatible).
+
+pub mod routes;

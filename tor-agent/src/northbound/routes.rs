@@ -1,0 +1,324 @@
+//! Routes received from the control nodes, per control node and VRF.
+//!
+//! Plain data. Each control node's advertisements replace the previous one
+//! for the same key (XMPP.md §5.1). When a control node's session drops,
+//! its routes are kept but marked stale, so the switches keep forwarding
+//! while it is away; they go when it comes back and its End-of-RIB (or a
+//! timeout) shows they were not re-advertised.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tf_xmpp::enet::EnetEntry;
+
+use crate::mac::Mac;
+
+/// The EVPN route key within a VRF.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    pub tag: u32,
+    pub mac: Mac,
+    /// `ip/len`, `0.0.0.0/32` for a plain MAC route.
+    pub address: String,
+}
+
+impl RouteKey {
+    pub fn from_entry(e: &EnetEntry) -> Option<RouteKey> {
+        Some(RouteKey {
+            tag: e.nlri.ethernet_tag,
+            mac: e.nlri.mac.parse().ok()?,
+            address: e.nlri.address.clone(),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    entry: EnetEntry,
+    stale: bool,
+}
+
+#[derive(Default, Clone, Debug)]
+struct CnRoutes {
+    vrfs: HashMap<String, HashMap<RouteKey, Received>>,
+}
+
+/// The best information about one key: the route as the first control node
+/// that has a fresh copy advertises it.
+pub type Best<'a> = &'a EnetEntry;
+
+#[derive(Clone, Debug)]
+pub struct RouteStore {
+    cns: Vec<CnRoutes>,
+    /// VRF → MAC → keys carrying that MAC (any CN), for per-MAC lookups.
+    by_mac: HashMap<String, HashMap<Mac, BTreeSet<RouteKey>>>,
+}
+
+/// A (VRF, key) whose effective route may have changed.
+pub type Changed = (String, RouteKey);
+
+impl RouteStore {
+    pub fn new(control_nodes: usize) -> RouteStore {
+        RouteStore {
+            cns: vec![CnRoutes::default(); control_nodes.max(1)],
+            by_mac: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cns
+            .iter()
+            .map(|c| c.vrfs.values().map(HashMap::len).sum::<usize>())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An advertisement from control node `cn`.
+    pub fn update(&mut self, cn: usize, vrf: &str, entry: EnetEntry) -> Option<Changed> {
+        let key = RouteKey::from_entry(&entry)?;
+        let table = self
+            .cns
+            .get_mut(cn)?
+            .vrfs
+            .entry(vrf.to_string())
+            .or_default();
+        table.insert(
+            key.clone(),
+            Received {
+                entry,
+                stale: false,
+            },
+        );
+        self.by_mac
+            .entry(vrf.to_string())
+            .or_default()
+            .entry(key.mac)
+            .or_default()
+            .insert(key.clone());
+        Some((vrf.to_string(), key))
+    }
+
+    /// A withdrawal from control node `cn`.
+    pub fn withdraw(&mut self, cn: usize, vrf: &str, key: &RouteKey) -> Option<Changed> {
+        let removed = self
+            .cns
+            .get_mut(cn)?
+            .vrfs
+            .get_mut(vrf)
+            .and_then(|t| t.remove(key))
+            .is_some();
+        if !removed {
+            return None;
+        }
+        self.unindex(vrf, key);
+        Some((vrf.to_string(), key.clone()))
+    }
+
+    fn unindex(&mut self, vrf: &str, key: &RouteKey) {
+        let still_there = self
+            .cns
+            .iter()
+            .any(|c| c.vrfs.get(vrf).is_some_and(|t| t.contains_key(key)));
+        if still_there {
+            return;
+        }
+        if let Some(m) = self.by_mac.get_mut(vrf) {
+            if let Some(keys) = m.get_mut(&key.mac) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    m.remove(&key.mac);
+                }
+            }
+            if m.is_empty() {
+                self.by_mac.remove(vrf);
+            }
+        }
+    }
+
+    /// The control node's session ended: keep its routes as stale.
+    pub fn mark_stale(&mut self, cn: usize) {
+        if let Some(c) = self.cns.get_mut(cn) {
+            for t in c.vrfs.values_mut() {
+                for r in t.values_mut() {
+                    r.stale = true;
+                }
+            }
+        }
+    }
+
+    /// Removes `cn`'s routes that are still stale (after its End-of-RIB, or
+    /// when waiting for it timed out).
+    pub fn sweep_stale(&mut self, cn: usize) -> Vec<Changed> {
+        let mut gone = Vec::new();
+        if let Some(c) = self.cns.get_mut(cn) {
+            for (vrf, t) in c.vrfs.iter_mut() {
+                t.retain(|k, r| {
+                    if r.stale {
+                        gone.push((vrf.clone(), k.clone()));
+                    }
+                    !r.stale
+                });
+            }
+        }
+        for (vrf, k) in &gone {
+            self.unindex(vrf, k);
+        }
+        gone
+    }
+
+    /// Drops a VRF's routes from one control node (unsubscribed).
+    pub fn drop_vrf(&mut self, cn: usize, vrf: &str) -> Vec<Changed> {
+        let keys: Vec<RouteKey> = self
+            .cns
+            .get_mut(cn)
+            .and_then(|c| c.vrfs.remove(vrf))
+            .map(|t| t.into_keys().collect())
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            self.unindex(vrf, &k);
+            out.push((vrf.to_string(), k));
+        }
+        out
+    }
+
+    pub fn has_stale(&self, cn: usize) -> bool {
+        self.cns
+            .get(cn)
+            .is_some_and(|c| c.vrfs.values().any(|t| t.values().any(|r| r.stale)))
+    }
+
+    /// The effective route for a key: the first control node with a fresh
+    /// copy, else the first with a stale one.
+    pub fn get(&self, vrf: &str, key: &RouteKey) -> Option<Best<'_>> {
+        let mut stale = None;
+        for c in &self.cns {
+            if let Some(r) = c.vrfs.get(vrf).and_then(|t| t.get(key)) {
+                if !r.stale {
+                    return Some(&r.entry);
+                }
+                stale.get_or_insert(&r.entry);
+            }
+        }
+        stale
+    }
+
+    /// Every key known in a VRF (any control node).
+    pub fn keys(&self, vrf: &str) -> impl Iterator<Item = &RouteKey> + '_ {
+        self.by_mac
+            .get(vrf)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|s| s.iter())
+    }
+
+    /// Keys for one MAC in a VRF.
+    pub fn keys_for_mac(&self, vrf: &str, mac: &Mac) -> impl Iterator<Item = &RouteKey> + '_ {
+        self.by_mac
+            .get(vrf)
+            .and_then(|m| m.get(mac))
+            .into_iter()
+            .flat_map(|s| s.iter())
+    }
+
+    /// The route that decides where `mac` lives in `vrf`: the plain MAC
+    /// route (`0.0.0.0/32`) of the VN's own ethernet tag if there is one,
+    /// then any route of that tag, then routes of another tag (a VRF is one
+    /// bridge domain; during a VNI change both tags exist for a while and
+    /// the MAC must not vanish from the switch meanwhile).
+    pub fn mac_route(&self, vrf: &str, vni: u32, mac: &Mac) -> Option<Best<'_>> {
+        let mut best: Option<(u8, Best<'_>)> = None;
+        for key in self.keys_for_mac(vrf, mac) {
+            let Some(e) = self.get(vrf, key) else {
+                continue;
+            };
+            let plain = key.address == "0.0.0.0/32" || key.address == "0.0.0.0/0";
+            let rank = match (key.tag == vni, plain) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            };
+            if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                best = Some((rank, e));
+            }
+        }
+        best.map(|(_, e)| e)
+    }
+}
+
+/// The next-hop addresses of a route, sorted (ECMP paths come as several).
+pub fn next_hop_addresses(e: &EnetEntry) -> Vec<&str> {
+    let mut v: Vec<&str> = e.next_hops.iter().map(|n| n.address.as_str()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(mac: &str, nh: &str, pref: u32, seq: u32) -> EnetEntry {
+        let mut e = EnetEntry::tor_mac(5001, mac, nh, seq);
+        e.local_preference = pref;
+        e
+    }
+
+    #[test]
+    fn first_fresh_control_node_wins_and_stale_survives_until_swept() {
+        let mut s = RouteStore::new(2);
+        let vrf = "blue";
+        s.update(0, vrf, route("02:00:00:00:00:01", "10.0.0.1", 100, 1));
+        s.update(1, vrf, route("02:00:00:00:00:01", "10.0.0.2", 100, 2));
+        let mac: Mac = "02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(
+            next_hop_addresses(s.mac_route(vrf, 5001, &mac).unwrap()),
+            vec!["10.0.0.1"]
+        );
+        s.mark_stale(0);
+        assert_eq!(
+            next_hop_addresses(s.mac_route(vrf, 5001, &mac).unwrap()),
+            vec!["10.0.0.2"]
+        );
+        s.mark_stale(1);
+        // Both stale: still known (the switches keep forwarding).
+        assert!(s.mac_route(vrf, 5001, &mac).is_some());
+        assert_eq!(s.sweep_stale(0).len(), 1);
+        assert_eq!(s.sweep_stale(1).len(), 1);
+        assert!(s.mac_route(vrf, 5001, &mac).is_none());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn withdraw_and_tag_filter() {
+        let mut s = RouteStore::new(1);
+        let (_, k) = s
+            .update(0, "v", route("02:00:00:00:00:02", "10.0.0.1", 100, 1))
+            .unwrap();
+        let mac = k.mac;
+        // Another tag still counts (VNI change in progress), own tag first.
+        assert!(s.mac_route("v", 7, &mac).is_some());
+        let mut own = route("02:00:00:00:00:02", "10.0.0.9", 100, 1);
+        own.nlri.ethernet_tag = 7;
+        s.update(0, "v", own);
+        assert_eq!(
+            next_hop_addresses(s.mac_route("v", 7, &mac).unwrap()),
+            vec!["10.0.0.9"]
+        );
+        assert_eq!(
+            next_hop_addresses(s.mac_route("v", 5001, &mac).unwrap()),
+            vec!["10.0.0.1"]
+        );
+        let k7 = RouteKey {
+            tag: 7,
+            ..k.clone()
+        };
+        assert!(s.withdraw(0, "v", &k7).is_some());
+        assert!(s.withdraw(0, "v", &k).is_some());
+        assert!(s.withdraw(0, "v", &k).is_none());
+        assert_eq!(s.keys("v").count(), 0);
+    }
+}
