@@ -204,6 +204,7 @@ pub struct SwitchState {
 
 struct CnState {
     up: bool,
+    eor_sent: bool,
     since: Option<Instant>,
     stale_deadline: Option<Instant>,
     config_subscribed: bool,
@@ -255,6 +256,7 @@ impl Core {
             cns: (0..n)
                 .map(|_| CnState {
                     up: false,
+                    eor_sent: false,
                     since: None,
                     stale_deadline: None,
                     config_subscribed: false,
@@ -605,6 +607,7 @@ impl Core {
             return;
         };
         c.up = true;
+        c.eor_sent = false;
         c.since = Some(now);
         c.config_subscribed = false;
         // Its routes from before stay stale until its End-of-RIB.
@@ -812,6 +815,16 @@ impl Core {
                         vrf,
                         entry,
                     });
+                }
+            }
+        }
+        // End-of-RIB once per session, when config is complete and the
+        // initial exports have gone out.
+        if self.config_complete && self.exports.is_settled() {
+            for (i, c) in self.cns.iter_mut().enumerate() {
+                if c.up && !c.eor_sent {
+                    c.eor_sent = true;
+                    self.outputs.push(Output::EndOfRib { cn: i });
                 }
             }
         }

@@ -3,9 +3,12 @@
 //! active/standby pair behind `tor-proxy`.
 
 pub mod admin;
+pub mod config;
 pub mod core;
 pub mod ha;
 pub mod ifmap;
 pub mod mac;
 pub mod northbound;
 pub mod reconcile;
+pub mod runtime;
+pub mod southbound;

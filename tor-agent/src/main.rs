@@ -1,1 +1,142 @@
-fn main() {}
+//! `tor-agent`: run the agent, check a config file, or show a running
+//! agent's status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tor_agent::admin::api::AdminApiClient;
+use tor_agent::config::{read_token, AgentConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "tor-agent",
+    version,
+    about = "OVSDB ToR agent with TF-compatible XMPP and HA takeover"
+)]
+struct Cli {
+    /// The TOML configuration (see examples/tor-agent.toml).
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "/etc/tor-agent/tor-agent.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Validate the configuration and exit non-zero with the first problem.
+    CheckConfig,
+    /// Print the running agent's switches, sessions and control nodes.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match AgentConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tor-agent: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tor-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            println!("{}: configuration is valid", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Command::Status { json } => rt.block_on(async {
+            let token = match &cfg.admin.token_file {
+                Some(p) => match read_token(p) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("tor-agent: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
+            let client = match tor_agent::admin::client(cfg.admin.listen, token.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("tor-agent: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match client.status().await {
+                Ok(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!("{}", s.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tor-agent: no answer from {}: {e}", cfg.admin.listen);
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+        Command::Run => {
+            init_logging(cfg.agent.log_format == "json");
+            rt.block_on(async {
+                match tor_agent::runtime::run(cfg, shutdown_signal(), None).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tor_agent::runtime::report(&e);
+                        eprintln!("tor-agent: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}

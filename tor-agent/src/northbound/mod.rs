@@ -1,3 +1,4 @@
 //! Northbound: the control nodes (XMPP, TF-compatible).
 
 pub mod routes;
+pub mod session;
