@@ -92,26 +92,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppStream<S> {
 
     /// Reads more bytes into the framer; `Ok(false)` on EOF. Cancel-safe.
     async fn fill(&mut self) -> io::Result<bool> {
-        let buf = self.framer.buffer_mut();
-        buf.reserve(16 * 1024);
-        Ok(self.io.read_buf(buf).await? > 0)
+        fill(&mut self.io, &mut self.framer).await
     }
 
     /// The next frame; `Ok(None)` when the peer closed TCP cleanly between stanzas.
     /// Cancel-safe: bytes already read stay buffered.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, XmppError> {
-        loop {
-            if let Some(frame) = self.framer.next_frame()? {
-                return Ok(Some(frame));
-            }
-            if !self.fill().await? {
-                return if self.framer.is_idle() {
-                    Ok(None)
-                } else {
-                    Err(XmppError::Closed(" in the middle of a stanza"))
-                };
-            }
-        }
+        read_frame(&mut self.io, &mut self.framer).await
+    }
+
+    /// The transport and the framer (which may hold bytes already received).
+    pub fn into_parts(self) -> (S, Framer) {
+        (self.io, self.framer)
     }
 
     /// Reads the peer's stream header.
@@ -165,6 +157,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmppStream<S> {
             ));
         }
         Ok(self.io)
+    }
+}
+
+async fn fill<R: AsyncRead + Unpin>(rd: &mut R, framer: &mut Framer) -> io::Result<bool> {
+    let buf = framer.buffer_mut();
+    buf.reserve(16 * 1024);
+    Ok(rd.read_buf(buf).await? > 0)
+}
+
+/// Reads the next frame from any reader (e.g. the read half of a split stream) into `framer`.
+/// `Ok(None)` on a clean TCP close between stanzas. Cancel-safe.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    framer: &mut Framer,
+) -> Result<Option<Frame>, XmppError> {
+    loop {
+        if let Some(frame) = framer.next_frame()? {
+            return Ok(Some(frame));
+        }
+        if !fill(rd, framer).await? {
+            return if framer.is_idle() {
+                Ok(None)
+            } else {
+                Err(XmppError::Closed(" in the middle of a stanza"))
+            };
+        }
     }
 }
 

@@ -5,11 +5,11 @@
 use crate::element::Element;
 use crate::error::XmppError;
 use crate::framer::Frame;
-use crate::io::XmppStream;
+use crate::io::{read_frame, XmppStream};
 use crate::liveness::{Liveness, LivenessAction, DEFAULT_HOLD_TIME, KEEPALIVE};
 use std::fmt;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -165,7 +165,7 @@ where
 }
 
 async fn drive<S>(
-    mut stream: XmppStream<S>,
+    stream: XmppStream<S>,
     config: SessionConfig,
     mut out_rx: mpsc::Receiver<Outgoing>,
     in_tx: &mpsc::Sender<Incoming>,
@@ -173,78 +173,113 @@ async fn drive<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Reading and writing proceed independently, so a peer that floods us while we flood it
+    // cannot deadlock the session (each side waiting for the other to read).
+    let (io, mut framer) = stream.into_parts();
+    let (mut rd, mut wr) = tokio::io::split(io);
     let start = Instant::now().into_std();
     let mut liveness =
         Liveness::established(config.hold_time, start, config.keepalive_on_establish);
-    let write_limit = config.hold_time;
-    let mut pending: Option<Incoming> = None;
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut incoming: Option<Incoming> = None;
+    // Bytes accepted for writing and how far they are written.
+    let mut pending: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut written = 0usize;
+    let mut needs_flush = false;
+    let mut last_write_progress = start;
+    let mut closing: Option<String> = None;
+    const HIGH_WATER: usize = 256 * 1024;
     loop {
-        let deadline = Instant::from_std(liveness.next_deadline());
+        let now = Instant::now().into_std();
+        if written == pending.len() {
+            pending.clear();
+            written = 0;
+            if !needs_flush {
+                if let Some(why) = closing.take() {
+                    let _ = wr.shutdown().await;
+                    return CloseReason::Local(why);
+                }
+            }
+        }
+        let mut deadline = liveness.next_deadline();
+        if written < pending.len() {
+            let stall = last_write_progress + config.hold_time;
+            if now >= stall {
+                return CloseReason::WriteStalled;
+            }
+            deadline = deadline.min(stall);
+        }
         tokio::select! {
-            biased;
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = tokio::time::sleep_until(Instant::from_std(deadline)) => {
                 match liveness.poll(Instant::now().into_std()) {
                     Some(LivenessAction::HoldExpired) => return CloseReason::HoldTimerExpired,
                     Some(LivenessAction::SendKeepalive) => {
-                        match tokio::time::timeout(write_limit, stream.write_raw(KEEPALIVE)).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => return CloseReason::Protocol(e),
-                            Err(_) => return CloseReason::WriteStalled,
+                        if written == pending.len() {
+                            last_write_progress = Instant::now().into_std();
                         }
+                        pending.extend_from_slice(KEEPALIVE);
                     }
                     None => {}
                 }
             }
-            out = out_rx.recv() => {
-                let Some(first) = out else {
-                    return CloseReason::Local("all session handles dropped".into());
-                };
-                // Coalesce what is queued into one write.
-                batch.clear();
-                let mut close = None;
-                let mut next = Some(first);
-                while let Some(item) = next.take() {
-                    match item {
-                        Outgoing::Raw(b) => batch.extend_from_slice(&b),
-                        Outgoing::Close(why) => { close = Some(why); break; }
+            r = write_or_flush(&mut wr, &pending[written..]), if written < pending.len() || needs_flush => {
+                match r {
+                    Ok(Some(0)) => return CloseReason::PeerClosed { stream_end: false },
+                    Ok(Some(n)) => {
+                        written += n;
+                        needs_flush = true;
+                        last_write_progress = Instant::now().into_std();
                     }
-                    if batch.len() >= 256 * 1024 { break; }
-                    next = out_rx.try_recv().ok();
-                }
-                if !batch.is_empty() {
-                    match tokio::time::timeout(write_limit, stream.write_raw(&batch)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return CloseReason::Protocol(e),
-                        Err(_) => return CloseReason::WriteStalled,
-                    }
-                }
-                if let Some(why) = close {
-                    let _ = stream.shutdown().await;
-                    return CloseReason::Local(why);
+                    Ok(None) => needs_flush = false,
+                    Err(e) => return CloseReason::Protocol(XmppError::Io(e)),
                 }
             }
-            permit = in_tx.reserve(), if pending.is_some() => {
+            permit = in_tx.reserve(), if incoming.is_some() => {
                 match permit {
-                    Ok(p) => { if let Some(item) = pending.take() { p.send(item); } }
+                    Ok(p) => { if let Some(item) = incoming.take() { p.send(item); } }
                     Err(_) => return CloseReason::Local("session receiver dropped".into()),
                 }
             }
-            frame = stream.read_frame(), if pending.is_none() => {
+            frame = read_frame(&mut rd, &mut framer), if incoming.is_none() => {
                 match frame {
                     Ok(Some(Frame::Stanza(el))) => {
                         liveness.on_received(Instant::now().into_std());
-                        pending = Some(Incoming::Stanza(el));
+                        incoming = Some(Incoming::Stanza(el));
                     }
                     Ok(Some(Frame::Keepalive)) => {
                         liveness.on_received(Instant::now().into_std());
-                        pending = Some(Incoming::Keepalive);
+                        incoming = Some(Incoming::Keepalive);
                     }
                     Ok(Some(Frame::StreamEnd)) => return CloseReason::PeerClosed { stream_end: true },
                     Ok(None) => return CloseReason::PeerClosed { stream_end: false },
                     Err(e) => return CloseReason::Protocol(e),
                 }
             }
+            out = out_rx.recv(), if closing.is_none() && pending.len() - written < HIGH_WATER => {
+                match out {
+                    // Every handle is gone: write what is queued, then close.
+                    None => closing = Some("all session handles dropped".into()),
+                    Some(Outgoing::Raw(b)) => {
+                        if written == pending.len() {
+                            last_write_progress = Instant::now().into_std();
+                        }
+                        pending.extend_from_slice(&b);
+                    }
+                    Some(Outgoing::Close(why)) => closing = Some(why),
+                }
+            }
         }
+    }
+}
+
+/// One write (or, with nothing left to write, a flush). Cancel-safe: a single poll_write.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &[u8],
+) -> std::io::Result<Option<usize>> {
+    if buf.is_empty() {
+        wr.flush().await?;
+        Ok(None)
+    } else {
+        wr.write(buf).await.map(Some)
     }
 }

@@ -264,3 +264,53 @@ async fn huge_stanza_is_cut_off_at_the_limit() {
     }
     drop(writer);
 }
+
+/// Both ends send a burst while the other is also sending: reading must never wait for
+/// writing to finish, or the two would deadlock on full buffers.
+#[tokio::test]
+async fn simultaneous_floods_do_not_deadlock() {
+    let (a, b) = tokio::io::duplex(1024);
+    let (ta, ra, _t1) = spawn_session(
+        tf_xmpp::io::XmppStream::new(a, 4096),
+        SessionConfig::agent(),
+    );
+    let (tb, rb, _t2) = spawn_session(
+        tf_xmpp::io::XmppStream::new(b, 4096),
+        SessionConfig::control_node(),
+    );
+    const N: usize = 3000;
+    let stanza = format!(
+        "<message to='x/bgp-peer'><body>{}</body></message>",
+        "y".repeat(200)
+    );
+    let count = |mut rx: tokio::sync::mpsc::Receiver<Incoming>| async move {
+        let mut n = 0;
+        while n < N {
+            match rx.recv().await {
+                Some(Incoming::Stanza(_)) => n += 1,
+                Some(Incoming::Keepalive) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        (n, rx)
+    };
+    let (s1, s2) = (stanza.clone(), stanza);
+    let send_a = tokio::spawn(async move {
+        for _ in 0..N {
+            ta.send_wait(s1.clone()).await.unwrap();
+        }
+        ta
+    });
+    let send_b = tokio::spawn(async move {
+        for _ in 0..N {
+            tb.send_wait(s2.clone()).await.unwrap();
+        }
+        tb
+    });
+    let both = async { tokio::join!(count(ra), count(rb)) };
+    let ((na, _), (nb, _)) = tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .expect("deadlock");
+    assert_eq!((na, nb), (N, N));
+    let _ = (send_a.await, send_b.await);
+}
