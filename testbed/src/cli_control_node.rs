@@ -8,8 +8,8 @@ use testbed::control_node::{admin, start, ControlNodeConfig, Fabric};
 
 #[derive(Args)]
 pub struct ControlNodeArgs {
-    /// Fabric description (TOML; see testbed/examples/fabric.toml).
-    #[arg(long)]
+    /// Fabric description (TOML; see testbed/examples/fabric.toml). `--config` is an alias.
+    #[arg(long, alias = "config")]
     fabric: PathBuf,
     /// XMPP listen address.
     #[arg(long, default_value = "0.0.0.0:5269")]

@@ -617,6 +617,28 @@ async fn config_push_shape_and_runtime_changes() {
             .await
             .unwrap();
     assert_eq!(status["agents"][0]["name"], "tor-agent-a");
+    // Reload from the fabric file: a changed VLAN arrives as updates and deletes.
+    let path = std::env::temp_dir().join(format!(
+        "cn-fabric-{}-{}.toml",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::write(&path, fabric_toml()).unwrap();
+    let cn2 = cn_with(|c| c.fabric_path = Some(path.clone())).await;
+    let mut b = Raw::open(cn2.local_addr(), "tor-agent-b").await;
+    b.send(&config_subscribe("tor-agent-b")).await;
+    b.stanza_with("<config>").await;
+    std::fs::write(&path, fabric_toml().replace("vlan = 20", "vlan = 21")).unwrap();
+    cn2.reload().unwrap();
+    let up = b.stanza_with("xe-0/0/3.21").await;
+    assert!(
+        up.contains("<logical-interface-vlan-tag>21</logical-interface-vlan-tag>"),
+        "{up}"
+    );
+    let _ = std::fs::remove_file(&path);
 }
 
 #[tokio::test]

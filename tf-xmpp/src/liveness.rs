@@ -59,6 +59,11 @@ impl Liveness {
         }
     }
 
+    /// When the hold timer expires if nothing more arrives.
+    pub fn hold_deadline(&self) -> Instant {
+        self.last_received + self.hold
+    }
+
     /// The earliest instant at which [`Liveness::poll`] has something to do.
     pub fn next_deadline(&self) -> Instant {
         self.next_keepalive.min(self.last_received + self.hold)

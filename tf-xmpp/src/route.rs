@@ -396,20 +396,28 @@ pub fn decode_cn_message(stanza: &Stanza) -> Result<CnMessage, StanzaError> {
 }
 
 fn cn_message(agent: &str, items: Element) -> String {
-    Element::new("message")
-        .attr_with("from", CN_JID)
-        .attr_with("to", format!("{agent}/bgp-peer"))
-        .child_with(
-            Element::new("event")
-                .attr_with("xmlns", PUBSUB_NS)
-                .child_with(items),
-        )
-        .to_stanza()
+    wrap_cn_event(agent, &items.to_xml())
 }
 
-/// §5.1 adds, at most 32 items per message. Entries are written with `0.0.0.0` for an unset
-/// group/source, as a TF CN does.
-pub fn encode_route_updates(agent: &str, vrf: &str, entries: &[EnetEntry]) -> Vec<String> {
+/// Wraps a pre-encoded `<items>` body in the CN's message envelope for one agent, so a
+/// reflection to many agents writes each entry's XML once.
+pub fn wrap_cn_event(agent: &str, items_body: &str) -> String {
+    let mut out = String::with_capacity(items_body.len() + 200);
+    out.push_str("<message from=\"");
+    out.push_str(CN_JID);
+    out.push_str("\" to=\"");
+    crate::element::escape_attr_into(agent, &mut out);
+    out.push_str("/bgp-peer\"><event xmlns=\"");
+    out.push_str(PUBSUB_NS);
+    out.push_str("\">");
+    out.push_str(items_body);
+    out.push_str("</event></message>");
+    out
+}
+
+/// §5.1 add bodies (`<items>` with at most 32 `item`s each), for [`wrap_cn_event`]. Entries are
+/// written with `0.0.0.0` for an unset group/source, as a TF CN does.
+pub fn encode_route_update_bodies(vrf: &str, entries: &[EnetEntry]) -> Vec<String> {
     entries
         .chunks(MAX_ITEMS_PER_MESSAGE)
         .map(|chunk| {
@@ -422,13 +430,13 @@ pub fn encode_route_updates(agent: &str, vrf: &str, entries: &[EnetEntry]) -> Ve
                         .child_with(e.to_element_with("0.0.0.0")),
                 );
             }
-            cn_message(agent, items)
+            items.to_xml()
         })
         .collect()
 }
 
-/// §5.1 withdrawals, at most 256 retracts per message, never mixed with items.
-pub fn encode_route_retracts(agent: &str, vrf: &str, keys: &[EnetNlri]) -> Vec<String> {
+/// §5.1 withdrawal bodies (at most 256 `retract`s each, never mixed with items).
+pub fn encode_route_retract_bodies(vrf: &str, keys: &[EnetNlri]) -> Vec<String> {
     keys.chunks(MAX_RETRACTS_PER_MESSAGE)
         .map(|chunk| {
             let mut items =
@@ -436,8 +444,24 @@ pub fn encode_route_retracts(agent: &str, vrf: &str, keys: &[EnetNlri]) -> Vec<S
             for k in chunk {
                 items.push(Element::new("retract").attr_with("id", k.item_id()));
             }
-            cn_message(agent, items)
+            items.to_xml()
         })
+        .collect()
+}
+
+/// §5.1 adds for one agent, at most 32 items per message.
+pub fn encode_route_updates(agent: &str, vrf: &str, entries: &[EnetEntry]) -> Vec<String> {
+    encode_route_update_bodies(vrf, entries)
+        .iter()
+        .map(|b| wrap_cn_event(agent, b))
+        .collect()
+}
+
+/// §5.1 withdrawals for one agent, at most 256 retracts per message.
+pub fn encode_route_retracts(agent: &str, vrf: &str, keys: &[EnetNlri]) -> Vec<String> {
+    encode_route_retract_bodies(vrf, keys)
+        .iter()
+        .map(|b| wrap_cn_event(agent, b))
         .collect()
 }
 

@@ -188,6 +188,15 @@ where
     let mut last_write_progress = start;
     let mut closing: Option<String> = None;
     const HIGH_WATER: usize = 256 * 1024;
+    // Partial-stanza bytes seen at the last hold check (TF restarts the hold timer when unread
+    // bytes are waiting at expiry; new bytes of a large stanza count, a stuck fragment does not).
+    let mut partial_seen = 0usize;
+    // The agent's first keepalive goes out before anything queued (§1.3).
+    if let Some(LivenessAction::SendKeepalive) = liveness.poll(start) {
+        pending.extend_from_slice(KEEPALIVE);
+    }
+    let timer = tokio::time::sleep_until(Instant::from_std(liveness.next_deadline()));
+    tokio::pin!(timer);
     loop {
         let now = Instant::now().into_std();
         if written == pending.len() {
@@ -208,9 +217,18 @@ where
             }
             deadline = deadline.min(stall);
         }
+        let deadline = Instant::from_std(deadline);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
-            _ = tokio::time::sleep_until(Instant::from_std(deadline)) => {
-                match liveness.poll(Instant::now().into_std()) {
+            _ = &mut timer => {
+                let now = Instant::now().into_std();
+                if now >= liveness.hold_deadline() && !framer.is_idle() && framer.buffered() != partial_seen {
+                    partial_seen = framer.buffered();
+                    liveness.on_received(now);
+                }
+                match liveness.poll(now) {
                     Some(LivenessAction::HoldExpired) => return CloseReason::HoldTimerExpired,
                     Some(LivenessAction::SendKeepalive) => {
                         if written == pending.len() {
@@ -238,18 +256,24 @@ where
                     Ok(p) => { if let Some(item) = incoming.take() { p.send(item); } }
                     Err(_) => return CloseReason::Local("session receiver dropped".into()),
                 }
+                // Frames already buffered go out without another trip through select.
+                while let Ok(p) = in_tx.try_reserve() {
+                    match framer.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(frame)) => match classify(frame, &mut liveness) {
+                            Ok(item) => p.send(item),
+                            Err(reason) => return reason,
+                        },
+                        Err(e) => return CloseReason::Protocol(e.into()),
+                    }
+                }
             }
             frame = read_frame(&mut rd, &mut framer), if incoming.is_none() => {
                 match frame {
-                    Ok(Some(Frame::Stanza(el))) => {
-                        liveness.on_received(Instant::now().into_std());
-                        incoming = Some(Incoming::Stanza(el));
-                    }
-                    Ok(Some(Frame::Keepalive)) => {
-                        liveness.on_received(Instant::now().into_std());
-                        incoming = Some(Incoming::Keepalive);
-                    }
-                    Ok(Some(Frame::StreamEnd)) => return CloseReason::PeerClosed { stream_end: true },
+                    Ok(Some(frame)) => match classify(frame, &mut liveness) {
+                        Ok(item) => incoming = Some(item),
+                        Err(reason) => return reason,
+                    },
                     Ok(None) => return CloseReason::PeerClosed { stream_end: false },
                     Err(e) => return CloseReason::Protocol(e),
                 }
@@ -281,5 +305,20 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
         Ok(None)
     } else {
         wr.write(buf).await.map(Some)
+    }
+}
+
+/// A received frame restarts the hold timer and becomes an [`Incoming`]; a stream end ends it.
+fn classify(frame: Frame, liveness: &mut Liveness) -> Result<Incoming, CloseReason> {
+    match frame {
+        Frame::Stanza(el) => {
+            liveness.on_received(Instant::now().into_std());
+            Ok(Incoming::Stanza(el))
+        }
+        Frame::Keepalive => {
+            liveness.on_received(Instant::now().into_std());
+            Ok(Incoming::Keepalive)
+        }
+        Frame::StreamEnd => Err(CloseReason::PeerClosed { stream_end: true }),
     }
 }

@@ -314,3 +314,30 @@ async fn simultaneous_floods_do_not_deadlock() {
     assert_eq!((na, nb), (N, N));
     let _ = (send_a.await, send_b.await);
 }
+
+/// A large stanza still arriving keeps the session alive (TF restarts the hold timer when
+/// unread bytes are waiting); a fragment that stops growing does not.
+#[tokio::test(start_paused = true)]
+async fn hold_timer_tolerates_a_slow_large_stanza_but_not_a_stuck_one() {
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut cfg = SessionConfig::control_node();
+    cfg.hold_time = Duration::from_secs(9);
+    let (_tx, mut rx, _t) = spawn_session(tf_xmpp::io::XmppStream::new(a, 1 << 16), cfg);
+    b.write_all(b"<iq type='set'><x>").await.unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        b.write_all(b"more").await.unwrap();
+    }
+    b.write_all(b"</x></iq>").await.unwrap();
+    match rx.recv().await {
+        Some(Incoming::Stanza(el)) => {
+            assert_eq!(el.child_text("x").as_deref(), Some("moremoremoremoremore"))
+        }
+        other => panic!("{other:?}"),
+    }
+    b.write_all(b"<iq type='set'><x>stuck").await.unwrap();
+    assert!(matches!(
+        rx.recv().await,
+        Some(Incoming::Closed(CloseReason::HoldTimerExpired))
+    ));
+}
