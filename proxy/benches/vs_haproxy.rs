@@ -1,1 +1,449 @@
-fn main() {}
+//! tor-proxy side by side with HAProxy (Debian's `haproxy`, TCP mode, equivalent config) in one
+//! run on loopback: connection rate, memory per idle passthrough session, added latency
+//! (p50/p99) on request/response traffic, and single-stream throughput.
+//!
+//! Run: `cargo bench -p tor-proxy --bench vs_haproxy` (env `BENCH_ROUNDS`, default 5;
+//! `HAPROXY`, default /usr/sbin/haproxy). Each measurement alternates the two proxies round by
+//! round, each round with a freshly started proxy process; medians are printed with ratios.
+//! Client load and backends run in this process, on the same 2 cores as the proxy under test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const IDLE_SESSIONS: usize = 2000;
+const LAT_ITERS: usize = 20_000;
+const THROUGHPUT_BYTES: u64 = 1 << 30;
+const RATE_SECS: u64 = 3;
+const RATE_CONCURRENCY: usize = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    Ours,
+    HaProxy,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Ours => "tor-proxy",
+            Target::HaProxy => "haproxy",
+        }
+    }
+}
+
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn raise_nofile() {
+    let lim = libc::rlimit {
+        rlim_cur: 65536,
+        rlim_max: 65536,
+    };
+    // SAFETY: setrlimit with a valid struct; failure only leaves the old limit.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
+            cur.rlim_cur = cur.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+        }
+    }
+}
+
+fn start(target: Target, backend: SocketAddr, dir: &Path) -> Proxy {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = match target {
+        Target::Ours => {
+            let cfg = dir.join("tor-proxy.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    r#"
+[global]
+log_format = "text"
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "ovsdb"
+bind = "{addr}"
+[[backend]]
+name = "a1"
+address = "{backend}"
+[health]
+check = "tcp"
+interval = "2s"
+[timeouts]
+connect = "2s"
+idle = "1h"
+"#
+                ),
+            )
+            .unwrap();
+            Command::new(env!("CARGO_BIN_EXE_tor-proxy"))
+                .arg("--config")
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        }
+        Target::HaProxy => {
+            let cfg = dir.join("haproxy.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    r#"
+global
+    maxconn 9000
+    log stdout format raw local0 info
+defaults
+    mode tcp
+    log global
+    option tcplog
+    option tcpka
+    timeout connect 2s
+    timeout client 1h
+    timeout server 1h
+frontend ovsdb
+    bind {addr}
+    default_backend agents
+backend agents
+    balance leastconn
+    server a1 {backend} check inter 2s
+"#
+                ),
+            )
+            .unwrap();
+            let bin = std::env::var("HAPROXY").unwrap_or_else(|_| "/usr/sbin/haproxy".into());
+            Command::new(bin)
+                .args(["-db", "-f"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("haproxy not found: install Debian's haproxy")
+        }
+    };
+    let t0 = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{} did not start", target.name());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Proxy {
+        child,
+        addr,
+        _dir: dir.to_path_buf(),
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// ----- backends ------------------------------------------------------------------------------
+
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One request byte, one response byte, then the server closes (a short session).
+async fn short_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                if s.read_exact(&mut b).await.is_ok() {
+                    let _ = s.write_all(b"y").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Counts bytes until EOF, then answers the count.
+async fn sink_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => total += n as u64,
+                        Err(_) => return,
+                    }
+                }
+                let _ = s.write_all(&total.to_be_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+// ----- measurements --------------------------------------------------------------------------
+
+async fn conn_rate(addr: SocketAddr) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(RATE_SECS);
+    let mut tasks = Vec::new();
+    for _ in 0..RATE_CONCURRENCY {
+        let (done, errors) = (done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                let r: std::io::Result<()> = async {
+                    let mut s = tokio::net::TcpStream::connect(addr).await?;
+                    s.write_all(b"x").await?;
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).await?;
+                    let mut rest = [0u8; 8];
+                    while s.read(&mut rest).await? != 0 {}
+                    Ok(())
+                }
+                .await;
+                match r {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let e = errors.load(Ordering::Relaxed);
+    if e > 0 {
+        eprintln!("  ({e} failed sessions)");
+    }
+    done.load(Ordering::Relaxed) as f64 / RATE_SECS as f64
+}
+
+/// (p50, p99) round-trip time of 64-byte request/response, in microseconds.
+fn latency(addr: SocketAddr) -> (f64, f64) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(LAT_ITERS);
+    for i in 0..LAT_ITERS + 1000 {
+        let t0 = Instant::now();
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut back).unwrap();
+        if i >= 1000 {
+            samples.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
+    (pct(0.50), pct(0.99))
+}
+
+/// Gbit/s of one stream of THROUGHPUT_BYTES.
+fn throughput(addr: SocketAddr) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while sent < THROUGHPUT_BYTES {
+        s.write_all(&chunk).unwrap();
+        sent += chunk.len() as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).unwrap();
+    assert_eq!(u64::from_be_bytes(count), sent, "bytes lost");
+    sent as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e9
+}
+
+/// Bytes of proxy RSS per idle passthrough session (each moved data once, then idles).
+async fn idle_memory(addr: SocketAddr, pid: u32) -> f64 {
+    async fn open(addr: SocketAddr) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"hello, agent!\n").await.unwrap();
+        let mut b = [0u8; 14];
+        s.read_exact(&mut b).await.unwrap();
+        s
+    }
+    // Warm up pools and allocator arenas with a first batch, then measure a second one.
+    let warm: Vec<_> = futures_join(addr, 200, open).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    let held = futures_join(addr, IDLE_SESSIONS, open).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = rss_kib(pid);
+    drop(held);
+    (after.saturating_sub(before) * 1024) as f64 / IDLE_SESSIONS as f64
+}
+
+async fn futures_join<F, Fut>(addr: SocketAddr, n: usize, f: F) -> Vec<tokio::net::TcpStream>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = tokio::net::TcpStream> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(n);
+    // In batches of 100 so that neither listen backlog overflows.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let handles: Vec<_> = chunk.iter().map(|_| tokio::spawn(f(addr))).collect();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore libtest-style arguments.
+    raise_nofile();
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, short, sink) = rt.block_on(async { (echo_server().await, short_server().await, sink_server().await) });
+    let order = |round: usize| {
+        if round % 2 == 0 {
+            [Target::Ours, Target::HaProxy]
+        } else {
+            [Target::HaProxy, Target::Ours]
+        }
+    };
+    let haproxy_version = Command::new(std::env::var("HAPROXY").unwrap_or_else(|_| "/usr/sbin/haproxy".into()))
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    println!("tor-proxy vs {haproxy_version}; {rounds} rounds, medians; loopback, {} CPUs", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+
+    let mut rate = [Vec::new(), Vec::new()];
+    let mut mem = [Vec::new(), Vec::new()];
+    let mut p50 = [Vec::new(), Vec::new(), Vec::new()];
+    let mut p99 = [Vec::new(), Vec::new(), Vec::new()];
+    let mut gbps = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let (d50, d99) = latency(echo);
+        p50[2].push(d50);
+        p99[2].push(d99);
+        gbps[2].push(throughput(sink));
+        for target in order(round) {
+            let i = target as usize;
+            let p = start(target, short, dir.path());
+            rate[i].push(rt.block_on(conn_rate(p.addr)));
+            drop(p);
+            let p = start(target, echo, dir.path());
+            let (a, b) = latency(p.addr);
+            p50[i].push(a);
+            p99[i].push(b);
+            mem[i].push(rt.block_on(idle_memory(p.addr, p.child.id())));
+            drop(p);
+            let p = start(target, sink, dir.path());
+            gbps[i].push(throughput(p.addr));
+            drop(p);
+        }
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+    let m = |v: &Vec<f64>| median(v.clone());
+    let (d50, d99) = (m(&p50[2]), m(&p99[2]));
+    println!();
+    println!("| metric | tor-proxy | haproxy | ratio (tor-proxy / haproxy) | target |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, ours: f64, hap: f64, unit: &str, target: &str| {
+        println!("| {name} | {ours:.1} {unit} | {hap:.1} {unit} | {:.2} | {target} |", ours / hap);
+    };
+    row("connection rate (short sessions/s)", m(&rate[0]), m(&rate[1]), "/s", ">= 1.00");
+    row("memory per idle passthrough session", m(&mem[0]), m(&mem[1]), "B", "<= 1.00");
+    row("added latency p50 (64 B request/response)", m(&p50[0]) - d50, m(&p50[1]) - d50, "us", "<= 1.00");
+    row("added latency p99", m(&p99[0]) - d99, m(&p99[1]) - d99, "us", "<= 1.00");
+    row("throughput, one stream", m(&gbps[0]), m(&gbps[1]), "Gbit/s", ">= 0.80");
+    println!();
+    println!(
+        "direct (no proxy): RTT p50 {d50:.1} us, p99 {d99:.1} us, one stream {:.1} Gbit/s",
+        m(&gbps[2])
+    );
+    println!("raw per round: rate {:?} / {:?}", rate[0], rate[1]);
+    println!("raw per round: mem B/session {:?} / {:?}", mem[0], mem[1]);
+    println!("raw per round: p50 us {:?} / {:?} (direct {:?})", p50[0], p50[1], p50[2]);
+    println!("raw per round: p99 us {:?} / {:?} (direct {:?})", p99[0], p99[1], p99[2]);
+    println!("raw per round: Gbit/s {:?} / {:?} (direct {:?})", gbps[0], gbps[1], gbps[2]);
+}

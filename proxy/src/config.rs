@@ -780,6 +780,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(include_str!("../examples/tor-proxy.toml")).unwrap();
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.health.check, CheckKind::Tls);
+        assert_eq!(c.global.buffer_size, default_buffer_size());
+        assert_eq!(c.affinity.expire, default_affinity_expire());
+    }
+
+    #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
