@@ -120,6 +120,28 @@ pub struct ConfigSection {
     pub items: Vec<ConfigItem>,
 }
 
+/// The VxLAN id an agent derives for a `virtual-network` node (§3.3), given the
+/// `vxlan-network-identifier-mode` of `global-vrouter-config` (`None` or unknown = automatic):
+/// configured mode takes `virtual-network-properties/vxlan-network-identifier`; automatic mode
+/// takes `virtual-network-network-id`, else `virtual-network-properties/network-id`.
+/// `None` when the value is missing, zero or out of range.
+pub fn virtual_network_vni(vxlan_mode: Option<&str>, vn: &IfmapNode) -> Option<u32> {
+    let props = vn.property("virtual-network-properties");
+    let from_props = |name: &str| {
+        props
+            .and_then(|p| p.child_text(name))
+            .and_then(|t| t.parse::<u32>().ok())
+    };
+    let vni = match vxlan_mode {
+        Some("configured") => from_props("vxlan-network-identifier"),
+        _ => vn
+            .property_text("virtual-network-network-id")
+            .and_then(|t| t.parse::<u32>().ok())
+            .or_else(|| from_props("network-id")),
+    }?;
+    (1..=16_777_215).contains(&vni).then_some(vni)
+}
+
 /// (mslong, lslong): the big-endian halves of a UUID (§3.2).
 pub fn uuid_halves(u: Uuid) -> (u64, u64) {
     let v = u.as_u128();
@@ -331,6 +353,25 @@ mod tests {
 
     fn spec_uuid() -> Uuid {
         Uuid::parse_str("3f2a9c1e-5b7d-4e21-9a0c-6d1f2e3b4a55").unwrap()
+    }
+
+    #[test]
+    fn vni_follows_the_vxlan_mode() {
+        let vn = IfmapNode::new("virtual-network", "d:p:blue")
+            .prop_text("virtual-network-network-id", 5)
+            .prop(
+                Element::new("virtual-network-properties").leaf("vxlan-network-identifier", 5001),
+            );
+        assert_eq!(virtual_network_vni(Some("configured"), &vn), Some(5001));
+        assert_eq!(virtual_network_vni(Some("automatic"), &vn), Some(5));
+        assert_eq!(virtual_network_vni(None, &vn), Some(5));
+        let only_props = IfmapNode::new("virtual-network", "x")
+            .prop(Element::new("virtual-network-properties").leaf("network-id", 7));
+        assert_eq!(virtual_network_vni(None, &only_props), Some(7));
+        assert_eq!(virtual_network_vni(Some("configured"), &only_props), None);
+        let zero =
+            IfmapNode::new("virtual-network", "x").prop_text("virtual-network-network-id", 0);
+        assert_eq!(virtual_network_vni(None, &zero), None);
     }
 
     #[test]

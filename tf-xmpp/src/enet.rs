@@ -321,6 +321,12 @@ impl EnetEntry {
         }
     }
 
+    /// True when one of the next hops is `address`: an agent recognises its own routes
+    /// reflected back by the CN this way (§5.1, checklist #26) and must not program them.
+    pub fn has_next_hop(&self, address: &str) -> bool {
+        self.next_hops.iter().any(|nh| nh.address == address)
+    }
+
     /// The MAC-mobility sequence number the CN compares: `mobility@seqno` when non-zero,
     /// otherwise `sequence-number` (§4.3, §6.1).
     pub fn effective_sequence(&self) -> u32 {
@@ -485,6 +491,7 @@ mod tests {
         assert_eq!(e.nlri.item_id(), "5001-02:aa:bb:00:00:01,0.0.0.0/32");
         assert_eq!(e.nlri.publish_node(), "25/242/02:aa:bb:00:00:01,0.0.0.0/32");
         assert!(!e.nlri.is_multicast());
+        assert!(e.has_next_hop("192.0.2.21") && !e.has_next_hop("192.0.2.22"));
     }
 
     #[test]

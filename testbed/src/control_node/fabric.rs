@@ -891,4 +891,26 @@ mac_addresses = ["02:AA:BB:00:00:01"]
         assert_ne!(a, derived_uuid("routing-instance", "default-domain:p:blue"));
         assert_eq!(a.get_version_num(), 8);
     }
+
+    proptest::proptest! {
+        /// Arbitrary (mostly broken) TOML never panics the loader: it parses or errors.
+        #[test]
+        fn loader_never_panics(s in "[\\[\\]a-z_=\" 0-9.:\n,-]{0,300}") {
+            let _ = Fabric::from_toml(&s);
+        }
+
+        /// Mutations of a valid file either load or give a precise error, never a panic.
+        #[test]
+        fn mutated_files_never_panic(cut in 0usize..2000, insert in "[\\[\\]a-z_=\" 0-9:\n-]{0,20}") {
+            let mut t = SMALL.to_string();
+            let at = cut % (t.len() + 1);
+            let at = (0..=at).rev().find(|i| t.is_char_boundary(*i)).unwrap_or(0);
+            t.insert_str(at, &insert);
+            if let Ok(f) = Fabric::from_toml(&t) {
+                for vr in &f.virtual_routers {
+                    let _ = f.agent_config(&vr.name);
+                }
+            }
+        }
+    }
 }
