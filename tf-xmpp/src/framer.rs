@@ -136,6 +136,16 @@ impl Framer {
 
     /// Returns the next frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        // A loop, not recursion, so a flood of declarations cannot exhaust the stack.
+        loop {
+            if let Some(step) = self.step()? {
+                return Ok(step);
+            }
+        }
+    }
+
+    /// One framing step: `Some(result)` when done, `None` after skipping a declaration.
+    fn step(&mut self) -> Result<Option<Option<Frame>>, FrameError> {
         // Keepalive octets between stanzas.
         let mut skip = 0;
         while skip < self.buf.len() {
@@ -155,16 +165,16 @@ impl Framer {
         if skip > 0 {
             self.buf.advance(skip);
             self.resume = 0;
-            return Ok(Some(Frame::Keepalive));
+            return Ok(Some(Some(Frame::Keepalive)));
         }
         if self.buf.is_empty() || self.buf[0] == 0xC8 {
-            return Ok(None);
+            return Ok(Some(None));
         }
         if self.buf[0] != b'<' {
             return Err(FrameError::UnexpectedData(show(&self.buf)));
         }
         if self.buf.len() < 2 {
-            return Ok(None);
+            return Ok(Some(None));
         }
         // XML declaration (TF sends one before every config iq) or any processing instruction.
         if self.buf[1] == b'?' {
@@ -177,10 +187,10 @@ impl Framer {
                     }
                     self.buf.advance(skip);
                     self.resume = 0;
-                    self.next_frame()
+                    Ok(None)
                 }
                 None if self.buf.len() >= MAX_DECL => Err(FrameError::BadDeclaration),
-                None => Ok(None),
+                None => Ok(Some(None)),
             };
         }
         if self.buf[1] == b'/' {
@@ -194,27 +204,29 @@ impl Framer {
                 i += 1;
             }
             return match self.buf.get(i) {
-                None => Ok(None),
+                None => Ok(Some(None)),
                 Some(b'>') => {
                     self.buf.advance(i + 1);
-                    Ok(Some(Frame::StreamEnd))
+                    Ok(Some(Some(Frame::StreamEnd)))
                 }
                 Some(_) => Err(FrameError::UnexpectedData(show(&self.buf))),
             };
         }
         let Some(name) = self.element_name()? else {
-            return Ok(None);
+            return Ok(Some(None));
         };
         if name != "iq" && name != "message" {
             return Err(FrameError::UnexpectedElement(name));
         }
         let Some((tag_end, self_closing)) = self.start_tag_end()? else {
-            return Ok(None);
+            return Ok(Some(None));
         };
         if self_closing {
             return Err(FrameError::SelfClosing(name));
         }
-        Ok(self.take_until_close(&name, tag_end)?.map(Frame::Stanza))
+        Ok(Some(
+            self.take_until_close(&name, tag_end)?.map(Frame::Stanza),
+        ))
     }
 
     /// The element name after `<` at the buffer start, `None` if not all of it has arrived.
@@ -439,6 +451,14 @@ mod tests {
             frames(b"</iq>", 1000),
             Err(FrameError::UnexpectedData(_))
         ));
+    }
+
+    #[test]
+    fn a_flood_of_declarations_does_not_recurse() {
+        let mut f = Framer::new(1000);
+        f.push(&b"<?x?>".repeat(200_000));
+        f.push(b"<iq type='set'></iq>");
+        assert!(matches!(f.next_frame(), Ok(Some(Frame::Stanza(_)))));
     }
 
     #[test]
