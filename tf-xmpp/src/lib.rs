@@ -27,20 +27,50 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use tf_xmpp::{io::*, route::*, session::*, config::*, enet::*, stanza::*};
+//! use tf_xmpp::{config::*, enet::*, io::*, liveness::*, route::*, session::*, stanza::*};
+//! let me = "tor-agent-a";
+//! let mut backoff = ReconnectBackoff::new();
+//! tokio::time::sleep(backoff.next_delay(random_jitter())).await; // 0 s the first time
 //! let tcp = tokio::net::TcpStream::connect("127.0.0.1:5269").await?;
-//! let (stream, _cn_header) = client_open(tcp, &ClientOptions::new("tor-agent-a")).await?;
+//! // Plain mode; set `opts.tls = Some(ClientTls { .. })` (see `tls::client_config`) for STARTTLS.
+//! let (stream, _cn_header) = client_open(tcp, &ClientOptions::new(me)).await?;
+//! // The driver sends a keepalive at once, then every hold/3, and ends on hold-timer expiry.
 //! let (tx, mut rx, _task) = spawn_session(stream, SessionConfig::agent());
-//! tx.send(encode_config_subscribe("tor-agent-a"))?;
-//! tx.send(encode_vrf_subscribe("tor-agent-a", "default-domain:p:blue:blue", 5, 1))?;
-//! let entry = EnetEntry::tor_mac(5001, "02:aa:bb:00:00:01", "192.0.2.21", 1);
-//! tx.send(encode_route_publish("tor-agent-a", "default-domain:p:blue:blue", &entry, true, 2))?;
+//! tx.send(encode_config_subscribe(me))?; // only to the CN chosen for config
+//! tx.send(encode_vrf_subscribe(me, "default-domain:p:blue:blue", 5, 1))?; // instance-id = network-id
+//! let mac = EnetEntry::tor_mac(5001, "02:aa:bb:00:00:01", "192.0.2.21", 1);
+//! tx.send(encode_route_publish(me, "default-domain:p:blue:blue", &mac, true, 2))?; // add
+//! tx.send(encode_route_publish(me, "default-domain:p:blue:blue", &mac, false, 3))?; // withdraw
+//! tx.send(encode_agent_end_of_rib(me))?;
+//! let mut vxlan_mode: Option<String> = None;
 //! while let Some(ev) = rx.recv().await {
-//!     let Incoming::Stanza(el) = ev else { continue };
+//!     let el = match ev {
+//!         Incoming::Stanza(el) => el,
+//!         Incoming::Keepalive => { backoff.on_keepalive_received(); continue }
+//!         Incoming::Closed(reason) => { eprintln!("session over: {reason}"); break }
+//!     };
 //!     let Some(st) = Stanza::from_element(el) else { continue };
+//!     if st.is_ignorable_iq() { continue }
 //!     match st.channel() {
-//!         Channel::Config => { let _sections = decode_config_push(&st)?; }
-//!         Channel::BgpPeer => { let _msg = decode_cn_message(&st)?; }
+//!         Channel::Config => for section in decode_config_push(&st)? {
+//!             for item in section.items {
+//!                 if let ConfigItem::Node(n) = item {
+//!                     if n.type_name == "global-vrouter-config" {
+//!                         vxlan_mode = n.property_text("vxlan-network-identifier-mode");
+//!                     } else if n.type_name == "virtual-network" {
+//!                         let _vni = virtual_network_vni(vxlan_mode.as_deref(), &n);
+//!                     }
+//!                 }
+//!             }
+//!         },
+//!         Channel::BgpPeer => match decode_cn_message(&st)? {
+//!             CnMessage::RouteUpdate { vrf: _, items } => for it in items {
+//!                 if it.entry.has_next_hop("192.0.2.21") { continue } // our own, reflected
+//!             },
+//!             CnMessage::RouteRetract { vrf: _, routes: _ } => {}
+//!             CnMessage::EndOfRib => {}
+//!             CnMessage::OtherFamily { .. } => {}
+//!         },
 //!         Channel::Other => {}
 //!     }
 //! }
