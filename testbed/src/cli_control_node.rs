@@ -29,6 +29,9 @@ pub struct ControlNodeArgs {
     /// Largest stanza accepted from an agent, in bytes.
     #[arg(long, default_value_t = tf_xmpp::framer::DEFAULT_MAX_STANZA)]
     max_stanza: usize,
+    /// Connections served at once; more are closed at accept.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// Refuse agents whose stream header xmlns (sub-cluster) differs from this.
     #[arg(long)]
     subcluster: Option<String>,
@@ -101,6 +104,7 @@ pub async fn run(a: ControlNodeArgs) -> Result<(), String> {
     cfg.hold_time = Duration::from_secs(a.hold_time);
     cfg.core.eor_quiet = Duration::from_secs_f64(a.eor_quiet);
     cfg.max_stanza = a.max_stanza;
+    cfg.max_connections = a.max_connections;
     cfg.subcluster = a.subcluster;
     cfg.tls = tls;
     let cn = start(cfg)

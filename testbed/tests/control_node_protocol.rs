@@ -953,6 +953,26 @@ async fn hostile_peers_are_disconnected_others_keep_working() {
 }
 
 #[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let cn = cn_with(|c| c.max_connections = 2).await;
+    let addr = cn.local_addr();
+    let _idle = Raw::tcp(addr).await; // negotiating, holds a slot
+    let mut a = agent(addr, "tor-agent-a").await;
+    let mut extra = Raw::tcp(addr).await;
+    extra.send(&agent_header("tor-agent-b")).await;
+    extra.expect_closed().await;
+    a.send(&publish(
+        "tor-agent-a",
+        VRF,
+        &route("02:aa:bb:00:00:01", "192.0.2.21", 100, 1),
+        true,
+    ))
+    .await;
+    a.stanza_with("<item ").await;
+    assert!(cn.counters().sessions_refused >= 1);
+}
+
+#[tokio::test]
 async fn two_control_nodes_side_by_side() {
     let cn1 = cn().await;
     let cn2 = cn().await;

@@ -34,6 +34,9 @@ pub struct ControlNodeConfig {
     pub core: CoreSettings,
     /// Queued outgoing stanzas per session before the peer counts as too slow and is closed.
     pub outgoing_capacity: usize,
+    /// Connections served at once (negotiating or established); more are closed at accept,
+    /// so a flood of idle connections cannot exhaust the control node.
+    pub max_connections: usize,
 }
 
 impl ControlNodeConfig {
@@ -50,6 +53,7 @@ impl ControlNodeConfig {
             subcluster: None,
             core: CoreSettings::default(),
             outgoing_capacity: 65536,
+            max_connections: 1024,
         }
     }
 }
@@ -64,6 +68,7 @@ struct Shared {
     next_id: AtomicU64,
     config: ControlNodeConfig,
     local_addr: SocketAddr,
+    connections: Arc<tokio::sync::Semaphore>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -126,6 +131,7 @@ pub async fn start(config: ControlNodeConfig) -> std::io::Result<ControlNodeHand
             sessions: HashMap::new(),
         }),
         next_id: AtomicU64::new(1),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
         config,
         local_addr,
         shutdown,
@@ -143,10 +149,23 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote)) => {
+                    let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                        warn!(%remote, limit = shared.config.max_connections, "connection refused: too many connections");
+                        shared.lock().core.note_refused();
+                        drop(tcp);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                     let span = info_span!("xmpp_session", peer = id, %remote);
-                    tokio::spawn(serve(shared.clone(), tcp, remote, id).instrument(span));
+                    let shared = shared.clone();
+                    tokio::spawn(
+                        async move {
+                            serve(shared, tcp, remote, id).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
