@@ -23,8 +23,9 @@
 //! | 28 | `session_loss_withdraws_paths` |
 //! | 29 | `end_of_rib_both_ways` |
 //! | 30 | `duplicate_agent_name_is_refused` |
-//! Also: hostile peers (`hostile_peers_are_disconnected_others_keep_working`), the open timer,
-//! two control nodes side by side, and the admin API.
+//! Also: hostile peers (`hostile_peers_are_disconnected_others_keep_working`), the open timer
+//! (`silent_peer_is_closed_without_stream_end`), the connection limit, two control nodes side
+//! by side, runtime config changes and reload, and the admin API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
