@@ -99,7 +99,7 @@ impl BackendState {
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
-    settings: RwLock<ResolvedBackend>,
+    settings: RwLock<Arc<ResolvedBackend>>,
     state: Mutex<BackendState>,
     /// Sessions holding a lease (established or connecting).
     cur: AtomicU32,
@@ -133,7 +133,7 @@ impl Backend {
     ) -> Backend {
         Backend {
             name: settings.name.clone(),
-            settings: RwLock::new(settings),
+            settings: RwLock::new(Arc::new(settings)),
             state: Mutex::new(BackendState {
                 health: HealthState::new(params, init),
                 checks_enabled,
@@ -160,7 +160,7 @@ impl Backend {
         }
     }
 
-    pub fn settings(&self) -> ResolvedBackend {
+    pub fn settings(&self) -> Arc<ResolvedBackend> {
         match self.settings.read() {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
@@ -168,6 +168,7 @@ impl Backend {
     }
 
     pub fn set_settings(&self, s: ResolvedBackend) {
+        let s = Arc::new(s);
         match self.settings.write() {
             Ok(mut g) => *g = s,
             Err(p) => *p.into_inner() = s,

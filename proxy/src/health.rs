@@ -76,8 +76,10 @@ pub struct HealthState {
     /// Consecutive results against the current state.
     streak: u32,
     checked: bool,
-    /// When the next check is due; `None` until `schedule` is first called.
+    /// When the next check is due; `None` until the first check.
     next_due: Option<Duration>,
+    /// When the last check started (expedited checks keep `fast_interval` from it).
+    last_start: Option<Duration>,
 }
 
 impl HealthState {
@@ -99,6 +101,7 @@ impl HealthState {
             streak,
             checked: false,
             next_due: None,
+            last_start: None,
         }
     }
 
@@ -155,6 +158,7 @@ impl HealthState {
     /// `interval + fall * timeout` (at most `interval * fall + timeout` while timeout <= interval).
     pub fn on_check(&mut self, ok: bool, started: Duration) -> Option<Transition> {
         self.checked = true;
+        self.last_start = Some(started);
         let t = self.count(ok);
         self.next_due = Some(started + self.interval());
         t
@@ -188,11 +192,15 @@ impl HealthState {
         t
     }
 
-    /// Something looks wrong (e.g. a session ended with a reset): check again now.
+    /// Something looks wrong (e.g. a session ended with a reset): check again now, but never
+    /// sooner than `fast_interval` after the previous check started, so that a burst of errors
+    /// (a thousand switches reset at once) costs one check, not a thousand.
     pub fn expedite(&mut self, now: Duration) {
-        let due = self.next_due(now);
-        if due > now {
-            self.next_due = Some(now);
+        let soonest = self
+            .last_start
+            .map_or(now, |s| (s + self.params.fast_interval).max(now));
+        if self.next_due(now) > soonest {
+            self.next_due = Some(soonest);
         }
     }
 
@@ -355,6 +363,22 @@ mod tests {
         assert_eq!(h.on_live_error(OnError::FastInter, MS(10)), None);
         assert_eq!(h.phase(), Phase::Up);
         assert_eq!(h.next_due(MS(10)), MS(10));
+    }
+
+    #[test]
+    fn expedited_checks_are_rate_limited_to_fast_interval() {
+        let mut h = HealthState::new(params(2, 3), InitState::FullyUp);
+        h.on_check(true, MS(1000));
+        assert_eq!(h.next_due(MS(1000)), MS(3000));
+        h.expedite(MS(1100));
+        assert_eq!(h.next_due(MS(1100)), MS(1500), "not before fast_interval after the last start");
+        h.expedite(MS(1200));
+        assert_eq!(h.next_due(MS(1200)), MS(1500));
+        h.expedite(MS(2000));
+        assert_eq!(h.next_due(MS(2000)), MS(1500), "already due: stays due");
+        h.on_check(true, MS(2000));
+        h.expedite(MS(2600));
+        assert_eq!(h.next_due(MS(2600)), MS(2600));
     }
 
     #[test]

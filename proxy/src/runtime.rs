@@ -244,7 +244,7 @@ impl Runtime {
         for rb in resolved {
             match current.iter().find(|b| b.name == rb.name) {
                 Some(b) if b.settings().addr == rb.addr => {
-                    if b.settings() != rb {
+                    if *b.settings() != rb {
                         summary.updated.push(rb.name.clone());
                     }
                     b.set_settings(rb);
@@ -308,6 +308,16 @@ impl Runtime {
             summary
                 .warnings
                 .push("peer changes are applied at the next restart".into());
+        }
+        if old_config.keepalive.enabled != new.keepalive.enabled
+            || old_config.keepalive.idle != new.keepalive.idle
+            || old_config.keepalive.interval != new.keepalive.interval
+            || old_config.keepalive.count != new.keepalive.count
+        {
+            summary.warnings.push(
+                "keepalive changes apply to agent legs now and to switch legs at the next restart"
+                    .into(),
+            );
         }
         if old_config.admin.listen != new.admin.listen {
             summary

@@ -223,7 +223,6 @@ pub struct SessionRecord {
     pub accept_unix_ms: u64,
     pub listener: String,
     pub backend: Option<String>,
-    pub backend_addr: Option<SocketAddr>,
     /// Time to set the session up before connecting (TLS handshake with the switch), ms.
     pub tw_ms: u64,
     /// Time to connect to the backend, ms (-1 if never connected).
@@ -318,7 +317,6 @@ mod tests {
             accept_unix_ms: 1_233_922_371_443,
             listener: "fnt".into(),
             backend: Some("srv1".into()),
-            backend_addr: None,
             tw_ms: 0,
             tc_ms: 0,
             tt_ms: 5007,

@@ -30,6 +30,13 @@ pub struct Listener {
     pub tls: Option<TlsAcceptor>,
 }
 
+/// Sets on the listening socket what every accepted socket inherits on Linux (TCP_NODELAY and
+/// the keepalive options): no per-session system call for them.
+pub fn prepare_listener(socket: &TcpListener, ka: &crate::config::KeepaliveConfig) -> io::Result<()> {
+    sockopt::set_nodelay(socket)?;
+    sockopt::set_keepalive(socket, ka)
+}
+
 /// Accepts until `stop` turns true.
 pub async fn serve(
     rt: Arc<Runtime>,
@@ -50,8 +57,7 @@ pub async fn serve(
             r = socket.accept() => match r {
                 Ok((stream, peer)) => {
                     info.accepted.fetch_add(1, Ordering::Relaxed);
-                    let span = tracing::info_span!("session", listener = %info.name, client = %peer);
-                    tokio::spawn(session(rt.clone(), info.clone(), tls.clone(), stream, peer, permit).instrument(span));
+                    tokio::spawn(session(rt.clone(), info.clone(), tls.clone(), stream, peer, permit));
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the existing sessions, retry shortly.
@@ -175,16 +181,7 @@ fn relay_params(s: &Settings) -> RelayParams {
 /// Maps how the data phase ended to a termination code; flags the backend when suspicious.
 fn finish(rt: &Runtime, b: &Arc<Backend>, end: End) -> Termination {
     match end {
-        End::Closed {
-            first: Side::Client,
-        } => Termination::NORMAL,
-        End::Closed {
-            first: Side::Server,
-        } => {
-            // Agents rarely close a switch's session: make sure the agent is still alive.
-            rt.suspect(b);
-            Termination::NORMAL
-        }
+        End::Closed => Termination::NORMAL,
         End::Error {
             side: Side::Client, ..
         } => Termination('C', 'D'),
@@ -209,6 +206,15 @@ fn finish(rt: &Runtime, b: &Arc<Backend>, end: End) -> Termination {
     }
 }
 
+/// What the session task keeps while it runs: small, so that an idle session stays small.
+struct Outcome {
+    backend: Option<Arc<Backend>>,
+    tw_ms: u64,
+    tc_ms: i64,
+    retries: u32,
+    termination: Termination,
+}
+
 async fn session(
     rt: Arc<Runtime>,
     info: Arc<ListenerInfo>,
@@ -217,43 +223,56 @@ async fn session(
     peer: SocketAddr,
     _permit: Option<OwnedSemaphorePermit>,
 ) {
+    // TCP_NODELAY and keepalive are inherited from the listening socket (see `prepare_listener`).
     let ctl = rt.sessions.open(info.name.clone(), peer);
-    let s = rt.settings();
-    let _ = client.set_nodelay(true);
-    let _ = sockopt::set_keepalive(&client, &s.keepalive);
-    let mut rec = SessionRecord {
-        client: peer,
-        accept_unix_ms: ctl.started_unix_ms,
-        listener: info.name.to_string(),
+    let mut out = Outcome {
         backend: None,
-        backend_addr: None,
         tw_ms: 0,
         tc_ms: -1,
-        tt_ms: 0,
-        bytes_up: 0,
-        bytes_down: 0,
-        termination: Termination::NORMAL,
-        active_conns: 0,
-        backend_conns: 0,
         retries: 0,
-        switch: String::new(),
+        termination: Termination::NORMAL,
     };
     match (info.mode, tls) {
+        // Boxed: rustls state is large and must not inflate every passthrough session's task.
         (ListenerMode::Terminate, Some(acceptor)) => {
-            terminate(&rt, &info, acceptor, client, &ctl, &s, &mut rec).await
+            Box::pin(terminate(&rt, &info, acceptor, client, &ctl, &mut out)).await
         }
-        _ => passthrough(&rt, client, &ctl, &s, &mut rec).await,
+        _ => passthrough(&rt, &info, client, &ctl, &mut out).await,
     }
-    rec.tt_ms = ctl.started.elapsed().as_millis() as u64;
-    rec.bytes_up = ctl.bytes_up.load(Ordering::Relaxed);
-    rec.bytes_down = ctl.bytes_down.load(Ordering::Relaxed);
-    rec.active_conns = rt.sessions.len();
     rt.sessions.close(ctl.id);
+    log_end(&rt, &info, &ctl, out);
+}
+
+/// Counts and logs the ended session: one tcplog line with the switch and backend as fields
+/// (the session span covers only the setup phase, so an idle session carries no span).
+fn log_end(rt: &Runtime, info: &ListenerInfo, ctl: &SessionCtl, out: Outcome) {
+    let rec = SessionRecord {
+        client: ctl.client,
+        accept_unix_ms: ctl.started_unix_ms,
+        listener: info.name.to_string(),
+        backend: out.backend.as_ref().map(|b| b.name.clone()),
+        tw_ms: out.tw_ms,
+        tc_ms: out.tc_ms,
+        tt_ms: ctl.started.elapsed().as_millis() as u64,
+        bytes_up: ctl.bytes_up.load(Ordering::Relaxed),
+        bytes_down: ctl.bytes_down.load(Ordering::Relaxed),
+        termination: out.termination,
+        active_conns: rt.sessions.len(),
+        backend_conns: out.backend.as_ref().map(|b| b.current()).unwrap_or(0),
+        retries: out.retries,
+        switch: ctl
+            .switch
+            .get()
+            .cloned()
+            .unwrap_or_else(|| ctl.client.ip().to_string()),
+    };
     rt.bytes_up.fetch_add(rec.bytes_up, Ordering::Relaxed);
     rt.bytes_down.fetch_add(rec.bytes_down, Ordering::Relaxed);
     rt.count_termination(rec.termination);
     info!(
         target: "tor_proxy::session",
+        listener = %rec.listener,
+        client = %rec.client,
         switch = %rec.switch,
         backend = rec.backend.as_deref().unwrap_or("<NOSRV>"),
         termination = %rec.termination.code(),
@@ -265,48 +284,54 @@ async fn session(
     );
 }
 
-fn set_backend(ctl: &SessionCtl, rec: &mut SessionRecord, lease: &Lease, retries: u32, tc_ms: i64) {
-    let b = lease.backend();
+fn session_span(info: &ListenerInfo, ctl: &SessionCtl) -> tracing::Span {
+    tracing::info_span!("session", listener = %info.name, client = %ctl.client)
+}
+
+fn connected<S>(ctl: &SessionCtl, out: &mut Outcome, c: &Connected<S>) -> Arc<Backend> {
+    let b = c.lease.backend().clone();
     let _ = ctl.backend.set(b.clone());
-    rec.backend = Some(b.name.clone());
-    rec.backend_addr = Some(b.settings().addr);
-    rec.retries = retries;
-    rec.tc_ms = tc_ms;
-    rec.backend_conns = b.current();
+    out.backend = Some(b.clone());
+    out.retries = c.retries;
+    out.tc_ms = c.tc_ms;
+    b
+}
+
+fn failed(out: &mut Outcome, f: Failed) {
+    out.termination = f.termination;
+    out.retries = f.retries;
+    out.tc_ms = f.tc_ms;
 }
 
 async fn passthrough(
     rt: &Runtime,
+    info: &ListenerInfo,
     client: TcpStream,
     ctl: &SessionCtl,
-    s: &Settings,
-    rec: &mut SessionRecord,
+    out: &mut Outcome,
 ) {
-    let switch = ctl.client.ip().to_string();
-    let _ = ctl.switch.set(switch.clone());
-    rec.switch = switch.clone();
-    let conn = connect(rt, &switch, s, |_, addr| tcp_connect(addr, s)).await;
+    let s = rt.settings();
+    let _ = ctl.switch.set(ctl.client.ip().to_string());
+    let switch = ctl.switch.get().map(String::as_str).unwrap_or_default();
+    let conn = connect(rt, switch, &s, |_, addr| tcp_connect(addr, &s))
+        .instrument(session_span(info, ctl))
+        .await;
     let c = match conn {
         Ok(c) => c,
-        Err(f) => {
-            rec.termination = f.termination;
-            rec.retries = f.retries;
-            rec.tc_ms = f.tc_ms;
-            return;
-        }
+        Err(f) => return failed(out, f),
     };
-    set_backend(ctl, rec, &c.lease, c.retries, c.tc_ms);
-    let b = c.lease.backend().clone();
+    let b = connected(ctl, out, &c);
     if s.affinity.enabled {
-        rt.affinity.record(&switch, &b.name, unix_ms());
+        rt.affinity.record(switch, &b.name, unix_ms());
     }
-    let end = relay::relay_tcp(&client, &c.stream, ctl, relay_params(s)).await;
+    let params = relay_params(&s);
+    drop(s);
+    let end = relay::relay_tcp(&client, &c.stream, ctl, params).await;
     if let End::Killed(_) = end {
         // The agent is gone or dismissed: reset our leg to it instead of lingering in FIN_WAIT.
         let _ = sockopt::set_linger_zero(&c.stream);
     }
-    rec.termination = finish(rt, &b, end);
-    drop(c);
+    out.termination = finish(rt, &b, end);
 }
 
 async fn terminate(
@@ -315,14 +340,15 @@ async fn terminate(
     acceptor: TlsAcceptor,
     client: TcpStream,
     ctl: &SessionCtl,
-    s: &Settings,
-    rec: &mut SessionRecord,
+    out: &mut Outcome,
 ) {
+    let s = rt.settings();
+    let span = session_span(info, ctl);
     let t0 = Instant::now();
     let accepted = tokio::select! {
         r = tokio::time::timeout(s.timeouts.handshake, acceptor.accept(client)) => r,
         reason = ctl.killed() => {
-            rec.termination = finish_killed(reason);
+            out.termination = finish_killed(reason);
             return;
         }
     };
@@ -330,20 +356,18 @@ async fn terminate(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             info.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(listener = %info.name, client = %ctl.client, error = %e, "switch TLS handshake failed");
-            rec.switch = ctl.client.ip().to_string();
-            rec.termination = Termination('C', 'R');
+            span.in_scope(|| warn!(error = %e, "switch TLS handshake failed"));
+            out.termination = Termination('C', 'R');
             return;
         }
         Err(_) => {
             info.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(listener = %info.name, client = %ctl.client, "switch TLS handshake timed out");
-            rec.switch = ctl.client.ip().to_string();
-            rec.termination = Termination('c', 'R');
+            span.in_scope(|| warn!("switch TLS handshake timed out"));
+            out.termination = Termination('c', 'R');
             return;
         }
     };
-    rec.tw_ms = t0.elapsed().as_millis() as u64;
+    out.tw_ms = t0.elapsed().as_millis() as u64;
     let switch = tls_client
         .get_ref()
         .1
@@ -353,13 +377,13 @@ async fn terminate(
         .map(|cn| format!("cn:{cn}"))
         .unwrap_or_else(|| ctl.client.ip().to_string());
     let _ = ctl.switch.set(switch.clone());
-    rec.switch = switch.clone();
     let Some(cfg) = s.backend_tls.clone() else {
-        rec.termination = Termination('I', 'C');
+        out.termination = Termination('I', 'C');
         return;
     };
-    let conn = connect(rt, &switch, s, |b, addr| {
+    let conn = connect(rt, &switch, &s, |b, addr| {
         let cfg = cfg.clone();
+        let s = &s;
         async move {
             let tcp = tcp_connect(addr, s).await?;
             let name = b.settings().tls_server_name.clone();
@@ -370,24 +394,19 @@ async fn terminate(
             TlsConnector::from(cfg).connect(name, tcp).await
         }
     })
+    .instrument(span)
     .await;
     let c = match conn {
         Ok(c) => c,
-        Err(f) => {
-            rec.termination = f.termination;
-            rec.retries = f.retries;
-            rec.tc_ms = f.tc_ms;
-            return;
-        }
+        Err(f) => return failed(out, f),
     };
-    set_backend(ctl, rec, &c.lease, c.retries, c.tc_ms);
-    let b = c.lease.backend().clone();
+    let b = connected(ctl, out, &c);
     if s.affinity.enabled {
         rt.affinity.record(&switch, &b.name, unix_ms());
     }
     let Connected { lease, stream, .. } = c;
-    let end = relay::relay_streams(tls_client, stream, ctl, relay_params(s)).await;
-    rec.termination = finish(rt, &b, end);
+    let end = relay::relay_streams(tls_client, stream, ctl, relay_params(&s)).await;
+    out.termination = finish(rt, &b, end);
     drop(lease);
 }
 
@@ -395,5 +414,74 @@ fn finish_killed(reason: KillReason) -> Termination {
     match reason {
         KillReason::BackendDown => Termination('D', 'R'),
         KillReason::Admin | KillReason::Shutdown => Termination('K', 'R'),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn print_sizes() {
+        let rt = Runtime::new(
+            crate::config::Config::parse(
+                "[[listener]]\nname='l'\nbind='127.0.0.1:0'\n[[backend]]\nname='a'\naddress='127.0.0.1:1'\n[health]\ncheck='tcp'\n",
+            )
+            .unwrap(),
+            None,
+        )
+        .unwrap();
+        let r = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        r.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let info = Arc::new(ListenerInfo {
+                name: "l".into(),
+                addr: l.local_addr().unwrap(),
+                mode: ListenerMode::Passthrough,
+                accepted: Default::default(),
+                handshake_failures: Default::default(),
+            });
+            let f = session(rt.clone(), info, None, c, "127.0.0.1:1".parse().unwrap(), None);
+            eprintln!("session future: {} bytes", std::mem::size_of_val(&f));
+            let s = rt.settings();
+            let ctl = rt.sessions.open("l".into(), "127.0.0.1:1".parse().unwrap());
+            let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let b = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let rf = relay::relay_tcp(&a, &b, &ctl, relay_params(&s));
+            eprintln!("relay future: {} bytes", std::mem::size_of_val(&rf));
+            let cf = connect(&rt, "x", &s, |_, addr| tcp_connect(addr, &s));
+            eprintln!("connect future: {} bytes", std::mem::size_of_val(&cf));
+        });
+    }
+
+    fn getsockopt_int(fd: i32, level: i32, name: i32) -> i32 {
+        let mut v: i32 = -1;
+        let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: valid fd and out-pointers for the duration of the call.
+        unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut i32).cast(), &mut len) };
+        v
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        use std::os::fd::AsRawFd;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ka = crate::config::KeepaliveConfig {
+            enabled: true,
+            idle: Duration::from_secs(17),
+            interval: Duration::from_secs(4),
+            count: 5,
+        };
+        prepare_listener(&l, &ka).unwrap();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (a, _) = l.accept().await.unwrap();
+        let fd = a.as_raw_fd();
+        assert_eq!(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 17);
+        assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 4);
+        assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 5);
+        assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
+        assert!(a.nodelay().unwrap());
     }
 }

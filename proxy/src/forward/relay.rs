@@ -29,10 +29,8 @@ pub enum Side {
 /// How the data phase ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// Both directions closed cleanly; `first` closed first.
-    Closed {
-        first: Side,
-    },
+    /// Both directions closed cleanly.
+    Closed,
     /// An I/O error on a leg; `reset` when it was a connection reset / broken pipe.
     Error {
         side: Side,
@@ -170,7 +168,6 @@ pub async fn relay_tcp(
     tokio::pin!(up, down);
     let mut up_done = false;
     let mut down_done = false;
-    let mut first = None;
     let mut fin_since = None;
     let far = Instant::now() + Duration::from_secs(86400 * 365);
     let timer = tokio::time::sleep_until(deadline(ctl, &p, None).unwrap_or(far));
@@ -180,9 +177,8 @@ pub async fn relay_tcp(
             r = &mut up, if !up_done => match r {
                 Ok(()) => {
                     up_done = true;
-                    first.get_or_insert(Side::Client);
                     let _ = shutdown_write(server);
-                    if down_done { return End::Closed { first: first.unwrap_or(Side::Client) } }
+                    if down_done { return End::Closed }
                     fin_since = Some(Instant::now());
                     timer.as_mut().reset(deadline(ctl, &p, fin_since).unwrap_or(far));
                 }
@@ -191,9 +187,8 @@ pub async fn relay_tcp(
             r = &mut down, if !down_done => match r {
                 Ok(()) => {
                     down_done = true;
-                    first.get_or_insert(Side::Server);
                     let _ = shutdown_write(client);
-                    if up_done { return End::Closed { first: first.unwrap_or(Side::Server) } }
+                    if up_done { return End::Closed }
                     fin_since = Some(Instant::now());
                     timer.as_mut().reset(deadline(ctl, &p, fin_since).unwrap_or(far));
                 }
@@ -312,9 +307,7 @@ where
     };
     match result {
         Err(end) => end,
-        Ok(Ok(_)) => End::Closed {
-            first: Side::Client,
-        },
+        Ok(Ok(_)) => End::Closed,
         Ok(Err(_)) => match (a.failed, b.failed) {
             (_, Some(reset)) => End::Error {
                 side: Side::Server,

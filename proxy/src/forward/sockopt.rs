@@ -27,7 +27,7 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> 
 
 /// Turns on TCP keepalive with the configured idle/interval/count (both legs use it, so a
 /// silently vanished switch or agent is noticed even when no byte flows).
-pub fn set_keepalive(stream: &TcpStream, ka: &KeepaliveConfig) -> io::Result<()> {
+pub fn set_keepalive(stream: &impl AsRawFd, ka: &KeepaliveConfig) -> io::Result<()> {
     if !ka.enabled {
         return Ok(());
     }
@@ -48,6 +48,10 @@ pub fn set_keepalive(stream: &TcpStream, ka: &KeepaliveConfig) -> io::Result<()>
         ka.count.clamp(1, 127) as i32,
     )?;
     Ok(())
+}
+
+pub fn set_nodelay(socket: &impl AsRawFd) -> io::Result<()> {
+    setsockopt_int(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
 }
 
 /// Sends FIN on `stream` while its read side keeps working (half-close).
