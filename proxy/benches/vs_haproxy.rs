@@ -361,7 +361,7 @@ fn median(mut v: Vec<f64>) -> f64 {
         return f64::NAN;
     }
     let m = v.len() / 2;
-    if v.len() % 2 == 1 {
+    if !v.len().is_multiple_of(2) {
         v[m]
     } else {
         (v[m - 1] + v[m]) / 2.0
@@ -383,7 +383,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (echo, short, sink) = rt.block_on(async { (echo_server().await, short_server().await, sink_server().await) });
     let order = |round: usize| {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             [Target::Ours, Target::HaProxy]
         } else {
             [Target::HaProxy, Target::Ours]

@@ -344,7 +344,7 @@ mod tests {
         let mut h = HealthState::new(params(2, 3), InitState::FullyUp);
         h.on_check(true, MS(0));
         assert_eq!(h.on_live_error(OnError::FailCheck, MS(100)), None);
-        assert_eq!(h.next_due(MS(100)), MS(100), "expedited");
+        assert_eq!(h.next_due(MS(100)), MS(500), "expedited to fast_interval after the last check");
         assert_eq!(h.phase(), Phase::GoingDown(1));
 
         let mut h = HealthState::new(params(2, 3), InitState::FullyUp);
@@ -362,7 +362,7 @@ mod tests {
         h.on_check(true, MS(0));
         assert_eq!(h.on_live_error(OnError::FastInter, MS(10)), None);
         assert_eq!(h.phase(), Phase::Up);
-        assert_eq!(h.next_due(MS(10)), MS(10));
+        assert_eq!(h.next_due(MS(10)), MS(500));
     }
 
     #[test]
