@@ -68,7 +68,10 @@ fn raise_nofile() {
     // SAFETY: setrlimit with a valid struct; failure only leaves the old limit.
     unsafe {
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut cur = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
             cur.rlim_cur = cur.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
@@ -153,7 +156,11 @@ backend agents
     };
     let t0 = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "{} did not start", target.name());
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} did not start",
+            target.name()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -181,7 +188,9 @@ async fn echo_server() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
@@ -207,7 +216,9 @@ async fn short_server() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut b = [0u8; 1];
                 if s.read_exact(&mut b).await.is_ok() {
@@ -225,7 +236,9 @@ async fn sink_server() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { continue };
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
                 let mut total = 0u64;
@@ -381,7 +394,13 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (echo, short, sink) = rt.block_on(async { (echo_server().await, short_server().await, sink_server().await) });
+    let (echo, short, sink) = rt.block_on(async {
+        (
+            echo_server().await,
+            short_server().await,
+            sink_server().await,
+        )
+    });
     let order = |round: usize| {
         if round.is_multiple_of(2) {
             [Target::Ours, Target::HaProxy]
@@ -389,12 +408,24 @@ fn main() {
             [Target::HaProxy, Target::Ours]
         }
     };
-    let haproxy_version = Command::new(std::env::var("HAPROXY").unwrap_or_else(|_| "/usr/sbin/haproxy".into()))
-        .arg("-v")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
-        .unwrap_or_default();
-    println!("tor-proxy vs {haproxy_version}; {rounds} rounds, medians; loopback, {} CPUs", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let haproxy_version =
+        Command::new(std::env::var("HAPROXY").unwrap_or_else(|_| "/usr/sbin/haproxy".into()))
+            .arg("-v")
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_default();
+    println!(
+        "tor-proxy vs {haproxy_version}; {rounds} rounds, medians; loopback, {} CPUs",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
 
     let mut rate = [Vec::new(), Vec::new()];
     let mut mem = [Vec::new(), Vec::new()];
@@ -439,13 +470,40 @@ fn main() {
     println!("| metric | tor-proxy | haproxy | ratio (tor-proxy / haproxy) | target |");
     println!("|---|---|---|---|---|");
     let row = |name: &str, ours: f64, hap: f64, unit: &str, target: &str| {
-        println!("| {name} | {ours:.1} {unit} | {hap:.1} {unit} | {:.2} | {target} |", ours / hap);
+        println!(
+            "| {name} | {ours:.1} {unit} | {hap:.1} {unit} | {:.2} | {target} |",
+            ours / hap
+        );
     };
-    row("connection rate (short sessions/s)", m(&rate[0]), m(&rate[1]), "/s", ">= 1.00");
-    row("memory per idle passthrough session", m(&mem[0]), m(&mem[1]), "B", "<= 1.00");
-    row("added latency p50 (64 B request/response)", m(&p50[0]), m(&p50[1]), "us", "<= 1.00");
+    row(
+        "connection rate (short sessions/s)",
+        m(&rate[0]),
+        m(&rate[1]),
+        "/s",
+        ">= 1.00",
+    );
+    row(
+        "memory per idle passthrough session",
+        m(&mem[0]),
+        m(&mem[1]),
+        "B",
+        "<= 1.00",
+    );
+    row(
+        "added latency p50 (64 B request/response)",
+        m(&p50[0]),
+        m(&p50[1]),
+        "us",
+        "<= 1.00",
+    );
     row("added latency p99", m(&p99[0]), m(&p99[1]), "us", "<= 1.00");
-    row("throughput, one stream", m(&gbps[0]), m(&gbps[1]), "Gbit/s", ">= 0.80");
+    row(
+        "throughput, one stream",
+        m(&gbps[0]),
+        m(&gbps[1]),
+        "Gbit/s",
+        ">= 0.80",
+    );
     println!();
     println!(
         "direct (no proxy): RTT p50 {d50:.1} us, p99 {d99:.1} us, one stream {:.1} Gbit/s",
@@ -453,7 +511,16 @@ fn main() {
     );
     println!("raw per round: rate {:?} / {:?}", rate[0], rate[1]);
     println!("raw per round: mem B/session {:?} / {:?}", mem[0], mem[1]);
-    println!("raw per round: added p50 us {:?} / {:?} (direct {:?})", p50[0], p50[1], p50[2]);
-    println!("raw per round: added p99 us {:?} / {:?} (direct {:?})", p99[0], p99[1], p99[2]);
-    println!("raw per round: Gbit/s {:?} / {:?} (direct {:?})", gbps[0], gbps[1], gbps[2]);
+    println!(
+        "raw per round: added p50 us {:?} / {:?} (direct {:?})",
+        p50[0], p50[1], p50[2]
+    );
+    println!(
+        "raw per round: added p99 us {:?} / {:?} (direct {:?})",
+        p99[0], p99[1], p99[2]
+    );
+    println!(
+        "raw per round: Gbit/s {:?} / {:?} (direct {:?})",
+        gbps[0], gbps[1], gbps[2]
+    );
 }

@@ -344,7 +344,11 @@ mod tests {
         let mut h = HealthState::new(params(2, 3), InitState::FullyUp);
         h.on_check(true, MS(0));
         assert_eq!(h.on_live_error(OnError::FailCheck, MS(100)), None);
-        assert_eq!(h.next_due(MS(100)), MS(500), "expedited to fast_interval after the last check");
+        assert_eq!(
+            h.next_due(MS(100)),
+            MS(500),
+            "expedited to fast_interval after the last check"
+        );
         assert_eq!(h.phase(), Phase::GoingDown(1));
 
         let mut h = HealthState::new(params(2, 3), InitState::FullyUp);
@@ -371,7 +375,11 @@ mod tests {
         h.on_check(true, MS(1000));
         assert_eq!(h.next_due(MS(1000)), MS(3000));
         h.expedite(MS(1100));
-        assert_eq!(h.next_due(MS(1100)), MS(1500), "not before fast_interval after the last start");
+        assert_eq!(
+            h.next_due(MS(1100)),
+            MS(1500),
+            "not before fast_interval after the last start"
+        );
         h.expedite(MS(1200));
         assert_eq!(h.next_due(MS(1200)), MS(1500));
         h.expedite(MS(2000));

@@ -62,10 +62,12 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
     let mut listener_addrs = Vec::new();
     for l in &config.listeners {
         let socket = bind(&format!("listener {}", l.name), l.bind).await?;
-        forward::prepare_listener(&socket, &config.keepalive).map_err(|source| StartError::Bind {
-            what: format!("listener {} socket options", l.name),
-            addr: l.bind,
-            source,
+        forward::prepare_listener(&socket, &config.keepalive).map_err(|source| {
+            StartError::Bind {
+                what: format!("listener {} socket options", l.name),
+                addr: l.bind,
+                source,
+            }
         })?;
         let addr = socket.local_addr().map_err(|source| StartError::Bind {
             what: l.name.clone(),

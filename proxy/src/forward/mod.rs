@@ -32,7 +32,10 @@ pub struct Listener {
 
 /// Sets on the listening socket what every accepted socket inherits on Linux (TCP_NODELAY and
 /// the keepalive options): no per-session system call for them.
-pub fn prepare_listener(socket: &TcpListener, ka: &crate::config::KeepaliveConfig) -> io::Result<()> {
+pub fn prepare_listener(
+    socket: &TcpListener,
+    ka: &crate::config::KeepaliveConfig,
+) -> io::Result<()> {
     sockopt::set_nodelay(socket)?;
     sockopt::set_keepalive(socket, ka)
 }
@@ -431,7 +434,10 @@ mod size_tests {
             None,
         )
         .unwrap();
-        let r = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         r.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
@@ -442,7 +448,14 @@ mod size_tests {
                 accepted: Default::default(),
                 handshake_failures: Default::default(),
             });
-            let f = session(rt.clone(), info, None, c, "127.0.0.1:1".parse().unwrap(), None);
+            let f = session(
+                rt.clone(),
+                info,
+                None,
+                c,
+                "127.0.0.1:1".parse().unwrap(),
+                None,
+            );
             eprintln!("session future: {} bytes", std::mem::size_of_val(&f));
             let s = rt.settings();
             let ctl = rt.sessions.open("l".into(), "127.0.0.1:1".parse().unwrap());
@@ -478,8 +491,14 @@ mod size_tests {
         let (a, _) = l.accept().await.unwrap();
         let fd = a.as_raw_fd();
         assert_eq!(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
-        assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 17);
-        assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 4);
+        assert_eq!(
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+            17
+        );
+        assert_eq!(
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+            4
+        );
         assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 5);
         assert_eq!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
         assert!(a.nodelay().unwrap());
