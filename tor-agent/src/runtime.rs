@@ -114,6 +114,7 @@ pub async fn run(
         max_in_flight: cfg.southbound.max_txn_in_flight * 4,
         keep_replica: false,
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut sb_targets = Vec::new();
     for target in cfg
         .southbound_targets()
@@ -134,6 +135,7 @@ pub async fn run(
                 options.clone(),
                 events_tx.clone(),
                 registry.clone(),
+                stop_rx.clone(),
             ));
         } else {
             sb_targets.push(target.clone());
@@ -143,6 +145,7 @@ pub async fn run(
                 options.clone(),
                 events_tx.clone(),
                 registry.clone(),
+                stop_rx.clone(),
             ));
         }
     }
@@ -194,7 +197,6 @@ pub async fn run(
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|e| RunError::Setup(e.to_string()))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(admin::serve(
         events_tx.clone(),
         admin_listener,
@@ -207,7 +209,11 @@ pub async fn run(
             .await
             .map_err(|e| RunError::Setup(format!("admin.readiness_listen {addr}: {e}")))?;
         readiness_addr = l.local_addr().ok();
-        tokio::spawn(admin::readiness::serve(l, ready_rx.clone()));
+        tokio::spawn(admin::readiness::serve(
+            l,
+            ready_rx.clone(),
+            stop_rx.clone(),
+        ));
     }
     info!(agent = %cfg.agent.name, admin = %admin_addr, "tor-agent running");
     if let Some(s) = started {

@@ -7,9 +7,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
-pub async fn serve(listener: TcpListener, state: watch::Receiver<&'static str>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: watch::Receiver<&'static str>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let Ok((mut s, peer)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((mut s, peer)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };

@@ -24,6 +24,7 @@ use crate::northbound::routes::RouteKey;
 use crate::runtime::{Event, NbCmd};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const SHUTDOWN: &str = "agent shutting down";
 /// Stanzas gathered into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
@@ -44,13 +45,24 @@ pub async fn run(
         let mut backoff = ReconnectBackoff::new();
         loop {
             let reason = session(&opts, &core, &mut cmds, &mut backoff).await;
+            if reason == SHUTDOWN {
+                info!("control node session closed: agent shutting down");
+                return;
+            }
             warn!(%reason, "control node session ended");
             let delay = backoff.next_delay(random_jitter());
             // Commands meant for the old session are moot: the core resends
             // everything when the next one comes up.
             while cmds.try_recv().is_ok() {}
-            tokio::time::sleep(delay).await;
-            while cmds.try_recv().is_ok() {}
+            // Sleep, but leave at once if the agent stops meanwhile.
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    cmd = cmds.recv() => if cmd.is_none() { return },
+                }
+            }
         }
     }
     .instrument(span)
@@ -106,7 +118,7 @@ async fn session(
                 None => break "session task ended".into(),
             },
             cmd = cmds.recv() => {
-                let Some(first) = cmd else { break "agent shutting down".into() };
+                let Some(first) = cmd else { break SHUTDOWN.into() };
                 let mut out = String::new();
                 let mut next = Some(first);
                 while let Some(c) = next.take() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ovsdb::client::SessionOptions;
 use ovsdb::rpc::Backoff;
 use ovsdb::transport::{connect, Listener, Target, TlsFiles};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::runtime::{Event, SessionRegistry};
@@ -25,11 +25,16 @@ pub async fn listen(
     options: SessionOptions,
     core: mpsc::UnboundedSender<Event>,
     registry: SessionRegistry,
+    mut stop: watch::Receiver<bool>,
 ) {
     let listener = Arc::new(listener);
     info!(target = %listener.target(), "listening for switches");
     loop {
-        let accepted = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let accepted = match accepted {
             Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -63,9 +68,13 @@ pub async fn dial(
     options: SessionOptions,
     core: mpsc::UnboundedSender<Event>,
     registry: SessionRegistry,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::ovs_default();
     loop {
+        if *stop.borrow() {
+            return;
+        }
         match connect(&target, tls.as_ref()).await {
             Ok(stream) => {
                 let started = tokio::time::Instant::now();
@@ -77,6 +86,9 @@ pub async fn dial(
             }
             Err(e) => warn!(%target, error = %e, "cannot reach switch"),
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
