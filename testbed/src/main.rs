@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod cli_control_node;
+mod cli_switch;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,10 @@ enum Command {
     ControlNode(cli_control_node::ControlNodeArgs),
     /// Print a running control node's agents, routes and counters.
     ControlNodeStatus(cli_control_node::StatusArgs),
+    /// Run simulated hardware-VTEP switches (OVSDB hardware_vtep, MAC learning).
+    Switch(cli_switch::SwitchArgs),
+    /// Learn, move, age or list MACs of a running `testbed switch` (admin API).
+    SwitchCtl(cli_switch::CtlArgs),
 }
 
 fn init_logging(format: &str) {
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::ControlNode(a) => cli_control_node::run(a).await,
             Command::ControlNodeStatus(a) => cli_control_node::status(a).await,
+            Command::Switch(a) => cli_switch::run(a).await,
+            Command::SwitchCtl(a) => cli_switch::ctl(a).await,
         }
     });
     match result {
