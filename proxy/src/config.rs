@@ -82,6 +82,10 @@ pub struct Global {
     /// Maximum concurrent sessions over all listeners (0 = unlimited).
     #[serde(default)]
     pub max_sessions: u32,
+    /// Data-path threads, each with its own event loop and its own SO_REUSEPORT copy of every
+    /// listener, as HAProxy's nbthread (0 = one per CPU).
+    #[serde(default)]
+    pub threads: usize,
     /// On SIGTERM, how long established sessions may finish before they are closed.
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
@@ -95,6 +99,7 @@ impl Default for Global {
             log_level: default_log_level(),
             buffer_size: default_buffer_size(),
             max_sessions: 0,
+            threads: 0,
             shutdown_grace: Duration::ZERO,
         }
     }
@@ -525,6 +530,12 @@ impl Config {
             return Err(invalid(format!(
                 "global.buffer_size = {} must be between 1024 and 1048576",
                 g.buffer_size
+            )));
+        }
+        if g.threads > 256 {
+            return Err(invalid(format!(
+                "global.threads = {} is above 256",
+                g.threads
             )));
         }
         if self.listeners.is_empty() {

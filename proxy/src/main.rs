@@ -108,8 +108,9 @@ fn client(cli: &Cli, t: &Target) -> Result<jsonrpsee::http_client::HttpClient, S
     tor_proxy::admin::client(addr, token.as_deref())
 }
 
+/// The control-plane runtime (checks, admin API, peers); sessions run on the data threads.
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))

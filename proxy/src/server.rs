@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{error, info, warn};
@@ -39,6 +39,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub listener_addrs: Vec<(String, SocketAddr)>,
     pub peer_addr: Option<SocketAddr>,
+    data_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -59,21 +60,23 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
     let limit = (config.global.max_sessions > 0)
         .then(|| Arc::new(Semaphore::new(config.global.max_sessions as usize)));
 
+    let threads = match config.global.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // One SO_REUSEPORT socket per listener per data thread: the kernel spreads new switches
+    // over the threads and a session never leaves the thread that accepted it.
+    let mut per_thread: Vec<Vec<ThreadListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listener_addrs = Vec::new();
     for l in &config.listeners {
-        let socket = bind(&format!("listener {}", l.name), l.bind).await?;
-        forward::prepare_listener(&socket, &config.keepalive).map_err(|source| {
-            StartError::Bind {
-                what: format!("listener {} socket options", l.name),
-                addr: l.bind,
-                source,
-            }
-        })?;
-        let addr = socket.local_addr().map_err(|source| StartError::Bind {
-            what: l.name.clone(),
+        let what = format!("listener {}", l.name);
+        let bind_err = |source| StartError::Bind {
+            what: what.clone(),
             addr: l.bind,
             source,
-        })?;
+        };
+        let first = reuseport_socket(l.bind).map_err(bind_err)?;
+        let addr = first.local_addr().map_err(bind_err)?;
         let tls = match (l.mode, &l.tls_cert, &l.tls_key, &l.client_ca) {
             (ListenerMode::Terminate, Some(c), Some(k), Some(ca)) => Some(TlsAcceptor::from(
                 crate::tls::server_config(c, k, Some(ca))
@@ -88,18 +91,42 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
             accepted: Default::default(),
             handshake_failures: Default::default(),
         });
+        let mut socket = Some(first);
+        for slot in per_thread.iter_mut() {
+            let s = match socket.take() {
+                Some(s) => s,
+                None => reuseport_socket(addr).map_err(bind_err)?,
+            };
+            forward::prepare_listener(&s, &config.keepalive).map_err(bind_err)?;
+            slot.push((info.clone(), s, tls.clone()));
+        }
         rt.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(info.clone());
-        info!(listener = %l.name, %addr, mode = ?l.mode, "listening");
+            .push(info);
         listener_addrs.push((l.name.clone(), addr));
-        tokio::spawn(forward::serve(
-            rt.clone(),
-            Listener { info, socket, tls },
-            limit.clone(),
-            stop_rx.clone(),
-        ));
+    }
+    let mut data_threads = Vec::new();
+    let mut ready = Vec::new();
+    for (i, sockets) in per_thread.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ready.push(rx);
+        let (rt, limit, stop_rx) = (rt.clone(), limit.clone(), stop_rx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("tor-proxy-data-{i}"))
+            .spawn(move || data_thread(rt, sockets, limit, stop_rx, tx))
+            .map_err(|e| StartError::Tls(format!("cannot start a data thread: {e}")))?;
+        data_threads.push(handle);
+    }
+    for rx in ready {
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(StartError::Tls("a data thread died at start".into())),
+        }
+    }
+    for (name, addr) in &listener_addrs {
+        info!(listener = %name, %addr, threads, "listening");
     }
 
     for b in rt.pool.backends().iter() {
@@ -180,7 +207,77 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
         admin_addr,
         listener_addrs,
         peer_addr,
+        data_threads,
     })
+}
+
+/// A data thread's copy of one listener, before it listens.
+type ThreadListener = (Arc<ListenerInfo>, TcpSocket, Option<TlsAcceptor>);
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    Ok(s)
+}
+
+/// One data-path thread: a single-threaded event loop serving its copy of every listener,
+/// until stopped and its sessions are gone.
+fn data_thread(
+    rt: Arc<Runtime>,
+    sockets: Vec<ThreadListener>,
+    limit: Option<Arc<Semaphore>>,
+    mut stop: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<Result<(), StartError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Tls(format!("data thread runtime: {e}"))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        for (info, socket, tls) in sockets {
+            match socket.listen(4096) {
+                Ok(socket) => {
+                    tokio::spawn(forward::serve(
+                        rt.clone(),
+                        Listener { info, socket, tls },
+                        limit.clone(),
+                        stop.clone(),
+                    ));
+                }
+                Err(source) => {
+                    let _ = ready.send(Err(StartError::Bind {
+                        what: format!("listener {}", info.name),
+                        addr: info.addr,
+                        source,
+                    }));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+        // Sessions of this thread run here until shutdown closes them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !rt.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
 }
 
 /// Refreshes entries of switches still connected, and forgets those unseen for `expire`.
@@ -199,7 +296,7 @@ async fn affinity_maintenance(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>)
                 e.backend != backend || now.saturating_sub(e.updated_unix_ms) > refresh_ms
             });
             if stale {
-                rt.affinity.record(&switch, &backend, now);
+                rt.affinity.record(&switch, &backend, now, 0);
             }
         }
         let n = rt.affinity.expire(now, expire.as_millis() as u64);
@@ -225,6 +322,11 @@ impl Running {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !self.rt.sessions.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while self.data_threads.iter().any(|t| !t.is_finished())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         info!("stopped");
     }

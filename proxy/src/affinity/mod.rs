@@ -87,10 +87,19 @@ impl AffinityTable {
         self.len() == 0
     }
 
-    /// Local placement: a switch is now on `backend`. Publishes the new entry.
-    pub fn record(&self, key: &str, backend: &str, now_unix_ms: u64) {
+    /// Local placement: a switch is now on `backend`. Publishes the new entry, unless the same
+    /// placement was recorded less than `refresh_ms` ago (a reconnect storm to the same agent
+    /// then costs a lookup, not a sync message per session).
+    pub fn record(&self, key: &str, backend: &str, now_unix_ms: u64, refresh_ms: u64) {
         let entry = {
             let mut inner = self.lock();
+            if let Some(e) = inner.map.get(key) {
+                if e.backend == backend
+                    && now_unix_ms.saturating_sub(e.updated_unix_ms) < refresh_ms
+                {
+                    return;
+                }
+            }
             inner.clock += 1;
             let entry = Entry {
                 backend: backend.to_string(),
@@ -183,17 +192,38 @@ mod tests {
     #[test]
     fn newer_wins_and_local_writes_follow_the_clock() {
         let t = AffinityTable::new("A".into(), 100);
-        t.record("sw1", "agent1", 1);
+        t.record("sw1", "agent1", 1, 0);
         assert_eq!(t.get("sw1").unwrap().version, 1);
         assert!(t.merge("sw1", entry("agent2", 5, "B")));
         assert_eq!(t.lookup("sw1").as_deref(), Some("agent2"));
         assert!(!t.merge("sw1", entry("agent1", 4, "B")), "older is ignored");
-        t.record("sw1", "agent1", 2);
+        t.record("sw1", "agent1", 2, 0);
         let e = t.get("sw1").unwrap();
         assert_eq!(
             (e.backend.as_str(), e.version),
             ("agent1", 6),
             "a local write after a merge is newer"
+        );
+    }
+
+    #[test]
+    fn unchanged_placements_are_republished_only_after_refresh() {
+        let t = AffinityTable::new("A".into(), 10);
+        let mut rx = t.subscribe();
+        t.record("sw", "a1", 1000, 500);
+        t.record("sw", "a1", 1200, 500);
+        t.record("sw", "a1", 1600, 500);
+        t.record("sw", "a2", 1601, 500);
+        let versions: Vec<(String, u64)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|u| (u.entry.backend, u.entry.updated_unix_ms))
+            .collect();
+        assert_eq!(
+            versions,
+            vec![
+                ("a1".into(), 1000),
+                ("a1".into(), 1600),
+                ("a2".into(), 1601)
+            ]
         );
     }
 
@@ -213,9 +243,9 @@ mod tests {
     #[test]
     fn bounded_and_expiring() {
         let t = AffinityTable::new("A".into(), 2);
-        t.record("a", "x", 10);
-        t.record("b", "x", 20);
-        t.record("c", "x", 30);
+        t.record("a", "x", 10, 0);
+        t.record("b", "x", 20, 0);
+        t.record("c", "x", 30, 0);
         assert_eq!(t.len(), 2);
         assert!(t.lookup("a").is_none(), "oldest evicted");
         assert_eq!(t.expire(1000, 975), 1);

@@ -33,7 +33,7 @@ pub struct Listener {
 /// Sets on the listening socket what every accepted socket inherits on Linux (TCP_NODELAY and
 /// the keepalive options): no per-session system call for them.
 pub fn prepare_listener(
-    socket: &TcpListener,
+    socket: &impl std::os::fd::AsRawFd,
     ka: &crate::config::KeepaliveConfig,
 ) -> io::Result<()> {
     sockopt::set_nodelay(socket)?;
@@ -173,6 +173,11 @@ async fn tcp_connect(addr: SocketAddr, s: &Settings) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// An unchanged placement is re-published at most this often (it only keeps it from expiring).
+fn refresh_ms(s: &Settings) -> u64 {
+    (s.affinity.expire / 4).as_millis() as u64
+}
+
 fn relay_params(s: &Settings) -> RelayParams {
     RelayParams {
         buffer_size: s.buffer_size,
@@ -272,16 +277,12 @@ fn log_end(rt: &Runtime, info: &ListenerInfo, ctl: &SessionCtl, out: Outcome) {
     rt.bytes_up.fetch_add(rec.bytes_up, Ordering::Relaxed);
     rt.bytes_down.fetch_add(rec.bytes_down, Ordering::Relaxed);
     rt.count_termination(rec.termination);
+    // The tcplog message carries everything; a few fields are repeated for log queries.
     info!(
         target: "tor_proxy::session",
-        listener = %rec.listener,
-        client = %rec.client,
         switch = %rec.switch,
         backend = rec.backend.as_deref().unwrap_or("<NOSRV>"),
         termination = %rec.termination.code(),
-        bytes_up = rec.bytes_up,
-        bytes_down = rec.bytes_down,
-        duration_ms = rec.tt_ms,
         "{}",
         rec.tcplog()
     );
@@ -325,7 +326,8 @@ async fn passthrough(
     };
     let b = connected(ctl, out, &c);
     if s.affinity.enabled {
-        rt.affinity.record(switch, &b.name, unix_ms());
+        rt.affinity
+            .record(switch, &b.name, unix_ms(), refresh_ms(&s));
     }
     let params = relay_params(&s);
     drop(s);
@@ -405,7 +407,8 @@ async fn terminate(
     };
     let b = connected(ctl, out, &c);
     if s.affinity.enabled {
-        rt.affinity.record(&switch, &b.name, unix_ms());
+        rt.affinity
+            .record(&switch, &b.name, unix_ms(), refresh_ms(&s));
     }
     let Connected { lease, stream, .. } = c;
     let end = relay::relay_streams(tls_client, stream, ctl, relay_params(&s)).await;
