@@ -5,7 +5,9 @@ use clap::{Args, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-use testbed::switch::{admin, spec::parse_target, Mac, SwitchFile, SwitchFleet, SwitchSpec};
+use testbed::switch::{
+    admin, spec::parse_target, Mac, Placement, SwitchFile, SwitchFleet, SwitchSpec,
+};
 
 #[derive(Args)]
 pub struct SwitchArgs {
@@ -52,6 +54,9 @@ pub struct SwitchArgs {
     /// First MAC of the population (default derived from the name).
     #[arg(long)]
     mac_base: Option<Mac>,
+    /// Where population hosts sit: spread (over every bound port/VLAN) or per-port.
+    #[arg(long, default_value = "spread")]
+    placement: Placement,
     /// MAC aging time in seconds (0: never age).
     #[arg(long, default_value_t = 0.0)]
     aging: f64,
@@ -78,7 +83,8 @@ impl SwitchArgs {
             .ports(self.ports.iter().map(|p| p.trim().to_string()))
             .tunnel_ip(self.tunnel_ip)
             .management_ip(self.management_ip.unwrap_or(self.tunnel_ip))
-            .macs(self.macs);
+            .macs(self.macs)
+            .placement(self.placement);
         if let Some(d) = &self.description {
             s.description = d.clone();
         }
@@ -121,7 +127,7 @@ pub async fn run(a: SwitchArgs) -> Result<(), String> {
     if a.check_config {
         for s in &specs {
             println!(
-                "switch {}: tunnel {}, {} ports, listen [{}], managers [{}], {} MACs from {}",
+                "switch {}: tunnel {}, {} ports, listen [{}], managers [{}], {} MACs from {} ({})",
                 s.name,
                 s.tunnel_ip,
                 s.ports.len(),
@@ -136,7 +142,8 @@ pub async fn run(a: SwitchArgs) -> Result<(), String> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 s.population.count,
-                s.population.base
+                s.population.base,
+                s.population.placement
             );
         }
         println!("config ok: {} switches", specs.len());

@@ -215,6 +215,7 @@ macs = 2
 [[switch]]
 name = "solo"
 ports = ["xe-0/0/1"]
+placement = "per-port"
 listen = ["ptcp:0:127.0.0.1"]
 "#,
     )
@@ -236,9 +237,10 @@ listen = ["ptcp:0:127.0.0.1"]
         "{check}"
     );
     assert!(
-        summary[2].ends_with("2 MACs from 02:00:00:02:00:00"),
+        summary[2].ends_with("2 MACs from 02:00:00:02:00:00 (spread)"),
         "{check}"
     );
+    assert!(summary[3].ends_with("(per-port)"), "{check}");
     assert!(summary[3].starts_with("switch solo: tunnel 127.0.0.1, 1 ports"));
     assert_eq!(summary[4], "config ok: 4 switches");
 

@@ -8,11 +8,17 @@
 //! rebinding and unbinding add, move and remove rows without forgetting the
 //! host, as a hardware switch relearns a host that keeps talking.
 //!
-//! - The *population* (`--macs N`): host `i` has MAC `base + i` and sits on
-//!   the `(i mod B)`-th of the `B` bound (port, VLAN) pairs, taken in the
-//!   switch's port order and then by VLAN. It is placed again whenever the
-//!   bindings change, so the layout depends on the current bindings alone
-//!   (a test can predict it) and nothing is learnt before the first binding.
+//! - The *population* (`--macs N`): host `i` has MAC `base + i`. With the
+//!   default [`Placement::Spread`] it sits on the `(i mod B)`-th of the `B`
+//!   bound (port, VLAN) pairs, taken in the switch's port order and then by
+//!   VLAN, and is placed again whenever the bindings change: the layout
+//!   depends on the current bindings alone (a test can predict it) and
+//!   nothing is learnt before the first binding. A manager that binds a
+//!   switch's (port, VLAN)s over several transactions therefore sees
+//!   population hosts move between logical switches until the last binding
+//!   lands; [`Placement::PerPort`] plugs host `i` into port `i mod P`
+//!   instead, so only a change of that port's own VLANs moves it (the TF
+//!   agent writes all VLANs of a port in one transaction).
 //! - `learn`/`move_to` put a host on a fixed (port, VLAN).
 //! - A host is forgotten (its row deleted, not relearnt until learnt again)
 //!   when it is unlearnt or aged, when the manager writes a
@@ -140,17 +146,55 @@ pub struct PortView {
     pub bindings: Vec<(u16, Uuid)>,
 }
 
+/// Where population hosts sit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Host `i` on the `(i mod B)`-th of the `B` bound (port, VLAN)s: all
+    /// hosts are learnt once anything is bound, and re-placed when the
+    /// bindings change.
+    #[default]
+    Spread,
+    /// Host `i` is plugged into port `i mod P` (of the switch's `P` ports
+    /// at start) and sits on the `(i div P mod V)`-th of that port's `V`
+    /// bound VLANs: hosts of unbound ports are not learnt, and only a
+    /// change of a port's own VLANs moves its hosts.
+    PerPort,
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Placement::Spread => "spread",
+            Placement::PerPort => "per-port",
+        })
+    }
+}
+
+impl std::str::FromStr for Placement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Placement, String> {
+        match s {
+            "spread" => Ok(Placement::Spread),
+            "per-port" => Ok(Placement::PerPort),
+            other => Err(format!("placement {other}: expected spread or per-port")),
+        }
+    }
+}
+
 /// The hosts learnt as soon as bindings exist: `count` MACs from `base`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Population {
     pub base: Mac,
     pub count: u32,
+    pub placement: Placement,
 }
 
 impl Population {
     pub const NONE: Population = Population {
         base: Mac::ZERO,
         count: 0,
+        placement: Placement::Spread,
     };
 
     /// The MAC of population host `i`.
@@ -348,6 +392,8 @@ pub struct Fdb {
     next_expiry: Option<u64>,
     flaps: Vec<Flap>,
     ignored_bindings: u64,
+    /// The switch's ports at start (per-port placement).
+    initial_ports: u16,
 }
 
 impl Fdb {
@@ -379,11 +425,13 @@ impl Fdb {
             next_expiry: None,
             flaps: Vec::new(),
             ignored_bindings: 0,
+            initial_ports: 0,
         };
         fdb.set_aging(aging);
         for name in ports {
             fdb.port_id_or_add(name);
         }
+        fdb.initial_ports = u16::try_from(fdb.ports.len()).unwrap_or(u16::MAX);
         Ok(fdb)
     }
 
@@ -462,13 +510,27 @@ impl Fdb {
                 .ports
                 .get(usize::from(port))
                 .and_then(|p| p.binding(vlan)),
-            Place::Spread(i) => {
+            Place::Spread(i) => self.population_slot(i).map(|s| s.2),
+        }
+    }
+
+    /// Where population host `i` is now: (port, VLAN, logical switch).
+    fn population_slot(&self, i: u32) -> Option<(PortId, u16, LsId)> {
+        let i = i as usize;
+        match self.population.placement {
+            Placement::Spread => {
                 let n = self.spread.len();
-                if n == 0 {
-                    None
-                } else {
-                    self.spread.get(i as usize % n).map(|s| s.2)
-                }
+                (n > 0).then(|| self.spread.get(i % n).copied()).flatten()
+            }
+            Placement::PerPort => {
+                let ports = usize::from(self.initial_ports).max(1);
+                let pid = i % ports;
+                let port = self.ports.get(pid)?;
+                let n = port.bindings.len();
+                let (vlan, ls) = (n > 0)
+                    .then(|| port.bindings.get((i / ports) % n).copied())
+                    .flatten()?;
+                Some((PortId::try_from(pid).ok()?, vlan, ls))
             }
         }
     }
@@ -478,13 +540,7 @@ impl Fdb {
         match place {
             Place::Gone => None,
             Place::At { port, vlan } => Some((port, vlan)),
-            Place::Spread(i) => {
-                let n = self.spread.len();
-                (n > 0)
-                    .then(|| self.spread.get(i as usize % n))
-                    .flatten()
-                    .map(|s| (s.0, s.1))
-            }
+            Place::Spread(i) => self.population_slot(i).map(|s| (s.0, s.1)),
         }
     }
 

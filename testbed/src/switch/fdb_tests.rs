@@ -105,6 +105,7 @@ fn population(count: u32) -> Population {
     Population {
         base: mac("02:00:00:00:10:00"),
         count,
+        placement: Placement::Spread,
     }
 }
 
@@ -144,6 +145,44 @@ fn population_waits_for_bindings_then_spreads_over_bound_port_vlans() {
     assert_eq!(db.mcast_of(ls(1)), 1);
     assert_eq!(db.mcast_of(ls(2)), 1);
     assert_eq!(db.mcast.len(), 2);
+}
+
+#[test]
+fn per_port_placement_keeps_hosts_on_their_ports() {
+    let pop = Population {
+        placement: Placement::PerPort,
+        ..population(8)
+    };
+    let mut f = Fdb::new(&ports(&["p0", "p1"]), pop, None).unwrap();
+    let mut db = Model::default();
+    // Only p1 is bound: only its hosts (1, 3, 5, 7) are learnt.
+    f.set_ports(&[view("p0", &[]), view("p1", &[(20, ls(1)), (10, ls(2))])]);
+    db.sync(&mut f, S, 100);
+    let local = db.local();
+    assert_eq!(local.len(), 4);
+    for i in [1u32, 3, 5, 7] {
+        // Host i is the (i div 2)-th on p1, over VLANs 10 (ls2) and 20 (ls1).
+        let want = if (i / 2) % 2 == 0 { ls(2) } else { ls(1) };
+        assert_eq!(local.get(&pop.mac(i).unwrap()), Some(&want), "host {i}");
+    }
+    // Binding p0 moves none of p1's hosts.
+    let before = db.local();
+    f.set_ports(&[
+        view("p0", &[(30, ls(3))]),
+        view("p1", &[(20, ls(1)), (10, ls(2))]),
+    ]);
+    let plan = f.plan();
+    assert!(plan.delete.is_empty(), "{plan:?}");
+    assert_eq!(plan.insert.len(), 4);
+    f.failed();
+    db.sync(&mut f, 2 * S, 100);
+    let after = db.local();
+    assert_eq!(after.len(), 8);
+    for (m, l) in &before {
+        assert_eq!(after.get(m), Some(l));
+    }
+    let v = f.mac(pop.mac(2).unwrap()).unwrap();
+    assert_eq!((v.port.as_deref(), v.vlan), (Some("p0"), Some(30)));
 }
 
 #[test]
@@ -403,6 +442,7 @@ fn bad_requests_are_errors() {
     let bad = Population {
         base: mac("02:ff:ff:ff:ff:ff"),
         count: 2,
+        placement: Placement::Spread,
     };
     assert!(Fdb::new(&ports(&["p0"]), bad, None).is_err());
 }
@@ -461,10 +501,16 @@ proptest! {
     /// times and bindings), each bound logical switch has one unknown-dst,
     /// and unbound ones have no local rows at all.
     #[test]
-    fn rows_follow_hosts_and_bindings(ops in proptest::collection::vec(op(), 1..60), part in 2usize..8) {
+    fn rows_follow_hosts_and_bindings(
+        ops in proptest::collection::vec(op(), 1..60),
+        part in 2usize..8,
+        per_port in proptest::bool::ANY,
+    ) {
         const AGING_MS: u64 = 2500;
         let names = ["p0", "p1", "p2"];
-        let pop = population(4); // hosts 0..4 are the population
+        // hosts 0..4 are the population
+        let placement = if per_port { Placement::PerPort } else { Placement::Spread };
+        let pop = Population { placement, ..population(4) };
         let mut f = Fdb::new(&ports(&names), pop, Some(Duration::from_millis(AGING_MS))).unwrap();
         let mut db = Model::default();
         let mut bindings: BTreeMap<(usize, u16), Uuid> = BTreeMap::new();
@@ -543,13 +589,22 @@ proptest! {
             let slots: Vec<Uuid> = bindings.values().copied().collect();
             let mut expected = BTreeMap::new();
             for (h, (place, _)) in &hosts {
+                let h = *h as usize;
                 let want = match place {
+                    None if per_port => {
+                        let port = h % names.len();
+                        let vlans: Vec<Uuid> = bindings
+                            .range((port, 0)..(port + 1, 0))
+                            .map(|(_, l)| *l)
+                            .collect();
+                        (!vlans.is_empty()).then(|| vlans[(h / names.len()) % vlans.len()])
+                    }
                     None if slots.is_empty() => None,
-                    None => slots.get(*h as usize % slots.len()).copied(),
+                    None => slots.get(h % slots.len()).copied(),
                     Some(pv) => bindings.get(pv).copied(),
                 };
                 if let Some(l) = want {
-                    expected.insert(host_mac(*h), l);
+                    expected.insert(host_mac(h as u64), l);
                 }
             }
             let local = db.local();

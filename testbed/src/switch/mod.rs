@@ -83,7 +83,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn, Instrument};
 
 pub use driver::{DriverStats, MAX_CHANGES_PER_TXN};
-pub use fdb::{FdbError, FlapSpec, MacView, Population};
+pub use fdb::{FdbError, FlapSpec, MacView, Placement, Population};
 pub use fleet::{FleetStats, SwitchFleet};
 pub use mac::{Mac, MacError};
 pub use spec::{SwitchFile, SwitchSpec};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ovsdb::transport::{Target, TlsFiles};
 use serde::Deserialize;
 
-use super::fdb::Population;
+use super::fdb::{Placement, Population};
 use super::mac::Mac;
 use super::SwitchError;
 
@@ -20,6 +20,9 @@ pub const MIN_MAX_BACKOFF: Duration = Duration::from_millis(1000);
 /// Populations larger than this do not fit the per-switch MAC blocks that
 /// `numbered` and `count` hand out (`base + index · 2^16`).
 pub const MAX_NUMBERED_MACS: u32 = 1 << 16;
+
+/// Bounds `count` in a file, so a typo cannot ask for billions of switches.
+pub const MAX_COUNT: u32 = 100_000;
 
 /// One simulated switch.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +76,7 @@ impl SwitchSpec {
             population: Population {
                 base: default_mac_base(&name),
                 count: 0,
+                placement: Placement::Spread,
             },
             name,
             management_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -140,6 +144,11 @@ impl SwitchSpec {
 
     pub fn mac_base(mut self, base: Mac) -> SwitchSpec {
         self.population.base = base;
+        self
+    }
+
+    pub fn placement(mut self, placement: Placement) -> SwitchSpec {
+        self.population.placement = placement;
         self
     }
 
@@ -313,6 +322,8 @@ pub struct SwitchSection {
     #[serde(default)]
     pub mac_base: Option<Mac>,
     #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
     pub aging_secs: Option<f64>,
     #[serde(default)]
     pub tls: Option<TlsSection>,
@@ -365,6 +376,12 @@ impl SwitchFile {
         for sec in &self.switches {
             if sec.count == 0 {
                 continue;
+            }
+            if sec.count > MAX_COUNT {
+                return Err(SwitchError::Spec {
+                    switch: sec.name.clone(),
+                    reason: format!("count: at most {MAX_COUNT}"),
+                });
             }
             if sec.count > 1 && sec.macs > MAX_NUMBERED_MACS {
                 return Err(SwitchError::Spec {
@@ -422,6 +439,7 @@ impl SwitchFile {
         s.max_backoff = sec.max_backoff_ms.map(Duration::from_millis);
         s.inactivity_probe = sec.inactivity_probe_ms.map(Duration::from_millis);
         s.population.count = sec.macs;
+        s.population.placement = sec.placement;
         s.population.base = match (sec.mac_base, many) {
             (Some(b), false) => b,
             (Some(b), true) => {
