@@ -3,9 +3,12 @@
 //! (p50/p99) on request/response traffic, and single-stream throughput.
 //!
 //! Run: `cargo bench -p tor-proxy --bench vs_haproxy` (env `BENCH_ROUNDS`, default 5;
-//! `HAPROXY`, default /usr/sbin/haproxy). Each measurement alternates the two proxies round by
-//! round, each round with a freshly started proxy process; medians are printed with ratios.
-//! Client load and backends run in this process, on the same 2 cores as the proxy under test.
+//! `BENCH_ONLY=rate,latency,memory,throughput`; `HAPROXY`, default /usr/sbin/haproxy).
+//! Every round starts fresh proxy processes. Rates alternate 0.5 s windows between the two
+//! proxies; latency samples one round trip on each of direct / tor-proxy / haproxy in turn;
+//! memory is measured on one proxy at a time; throughput alternates single transfers. So noise
+//! from other work on the machine hits both proxies alike. Medians over rounds are printed with
+//! ratios. Client load and backends run in this process, on the same cores as the proxies.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -171,6 +174,22 @@ backend agents
     }
 }
 
+/// CPU time (user + system) a process has used, in seconds (all its threads).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<u64>() as f64 / hz
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -258,10 +277,11 @@ async fn sink_server() -> SocketAddr {
 
 // ----- measurements --------------------------------------------------------------------------
 
-async fn conn_rate(addr: SocketAddr) -> f64 {
+/// Short sessions completed per second during `window`.
+async fn conn_rate(addr: SocketAddr, window: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(RATE_SECS);
+    let deadline = tokio::time::Instant::now() + window;
     let mut tasks = Vec::new();
     for _ in 0..RATE_CONCURRENCY {
         let (done, errors) = (done.clone(), errors.clone());
@@ -291,27 +311,42 @@ async fn conn_rate(addr: SocketAddr) -> f64 {
     if e > 0 {
         eprintln!("  ({e} failed sessions)");
     }
-    done.load(Ordering::Relaxed) as f64 / RATE_SECS as f64
+    done.load(Ordering::Relaxed) as f64 / window.as_secs_f64()
 }
 
-/// (p50, p99) round-trip time of 64-byte request/response, in microseconds.
-fn latency(addr: SocketAddr) -> (f64, f64) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
+/// Round-trip times (µs) of 64-byte request/response on each address, sampled interleaved
+/// (one round trip on each in turn, rotating the order) so that machine noise hits all alike.
+fn latency_interleaved(addrs: &[SocketAddr]) -> Vec<Vec<f64>> {
+    let mut conns: Vec<TcpStream> = addrs
+        .iter()
+        .map(|a| {
+            let s = TcpStream::connect(a).unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
     let msg = [7u8; 64];
     let mut back = [0u8; 64];
-    let mut samples = Vec::with_capacity(LAT_ITERS);
+    let mut samples = vec![Vec::with_capacity(LAT_ITERS); addrs.len()];
     for i in 0..LAT_ITERS + 1000 {
-        let t0 = Instant::now();
-        s.write_all(&msg).unwrap();
-        s.read_exact(&mut back).unwrap();
-        if i >= 1000 {
-            samples.push(t0.elapsed().as_secs_f64() * 1e6);
+        for k in 0..conns.len() {
+            let j = (i + k) % conns.len();
+            let t0 = Instant::now();
+            conns[j].write_all(&msg).unwrap();
+            conns[j].read_exact(&mut back).unwrap();
+            if i >= 1000 {
+                samples[j].push(t0.elapsed().as_secs_f64() * 1e6);
+            }
         }
     }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
-    (pct(0.50), pct(0.99))
+    for v in samples.iter_mut() {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    samples
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
 /// Gbit/s of one stream of THROUGHPUT_BYTES.
@@ -428,38 +463,54 @@ fn main() {
     );
 
     let mut rate = [Vec::new(), Vec::new()];
+    let mut cpu_per_session = [Vec::new(), Vec::new()];
     let mut mem = [Vec::new(), Vec::new()];
     let mut p50 = [Vec::new(), Vec::new(), Vec::new()];
     let mut p99 = [Vec::new(), Vec::new(), Vec::new()];
     let mut gbps = [Vec::new(), Vec::new(), Vec::new()];
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let want = |m: &str| only.is_empty() || only.split(',').any(|o| o == m);
+    let both = [Target::Ours, Target::HaProxy];
     for round in 0..rounds {
-        for target in order(round) {
-            let i = target as usize;
-            if want("rate") {
-                let p = start(target, short, dir.path());
-                rate[i].push(rt.block_on(conn_rate(p.addr)));
+        if want("rate") {
+            // Both proxies up; short windows alternate between them.
+            let p: Vec<Proxy> = both.iter().map(|&t| start(t, short, dir.path())).collect();
+            let mut total = [0.0f64; 2];
+            let cpu0 = [cpu_secs(p[0].child.id()), cpu_secs(p[1].child.id())];
+            let window = Duration::from_millis(500);
+            let windows = (RATE_SECS * 2) as usize;
+            for w in 0..windows {
+                for k in 0..2 {
+                    let i = (w + k + round) % 2;
+                    total[i] += rt.block_on(conn_rate(p[i].addr, window)) / windows as f64;
+                }
             }
-            if want("latency") || want("memory") {
+            for i in 0..2 {
+                let sessions = total[i] * (windows as f64) * window.as_secs_f64();
+                cpu_per_session[i].push((cpu_secs(p[i].child.id()) - cpu0[i]) * 1e6 / sessions);
+            }
+            rate[0].push(total[0]);
+            rate[1].push(total[1]);
+        }
+        if want("latency") {
+            let p: Vec<Proxy> = both.iter().map(|&t| start(t, echo, dir.path())).collect();
+            let s = latency_interleaved(&[p[0].addr, p[1].addr, echo]);
+            for i in 0..3 {
+                p50[i].push(pct(&s[i], 0.50));
+                p99[i].push(pct(&s[i], 0.99));
+            }
+        }
+        if want("memory") {
+            for target in order(round) {
                 let p = start(target, echo, dir.path());
-                if want("latency") {
-                    // Direct latency right before, so that machine noise hits both alike.
-                    let (d50, d99) = latency(echo);
-                    p50[2].push(d50);
-                    p99[2].push(d99);
-                    let (a, b) = latency(p.addr);
-                    p50[i].push(a - d50);
-                    p99[i].push(b - d99);
-                }
-                if want("memory") {
-                    mem[i].push(rt.block_on(idle_memory(p.addr, p.child.id())));
-                }
+                mem[target as usize].push(rt.block_on(idle_memory(p.addr, p.child.id())));
             }
-            if want("throughput") {
-                gbps[2].push(throughput(sink));
-                let p = start(target, sink, dir.path());
-                gbps[i].push(throughput(p.addr));
+        }
+        if want("throughput") {
+            let p: Vec<Proxy> = both.iter().map(|&t| start(t, sink, dir.path())).collect();
+            gbps[2].push(throughput(sink));
+            for target in order(round) {
+                gbps[target as usize].push(throughput(p[target as usize].addr));
             }
         }
         eprintln!("round {}/{rounds} done", round + 1);
@@ -510,6 +561,10 @@ fn main() {
         m(&gbps[2])
     );
     println!("raw per round: rate {:?} / {:?}", rate[0], rate[1]);
+    println!(
+        "raw per round: CPU us/session {:?} / {:?}",
+        cpu_per_session[0], cpu_per_session[1]
+    );
     println!("raw per round: mem B/session {:?} / {:?}", mem[0], mem[1]);
     println!(
         "raw per round: added p50 us {:?} / {:?} (direct {:?})",

@@ -200,6 +200,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
         }
     }
 
+    tokio::spawn(session_sweeper(rt.clone(), stop_rx.clone()));
     tokio::spawn(affinity_maintenance(rt.clone(), stop_rx));
     Ok(Running {
         rt,
@@ -226,7 +227,7 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
     Ok(s)
 }
 
-/// One data-path thread: a single-threaded event loop serving its copy of every listener,
+/// One data-path thread: a single event loop (one worker) serving its copy of every listener,
 /// until stopped and its sessions are gone.
 fn data_thread(
     rt: Arc<Runtime>,
@@ -278,6 +279,24 @@ fn data_thread(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+}
+
+/// Enforces the idle and fin timeouts of all sessions from one periodic sweep.
+async fn session_sweeper(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let t = rt.settings().timeouts.clone();
+        let shortest = [t.idle, t.fin]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        rt.sessions.sweep(t.idle, t.fin);
+    }
 }
 
 /// Refreshes entries of switches still connected, and forgets those unseen for `expire`.

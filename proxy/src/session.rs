@@ -22,6 +22,10 @@ pub enum KillReason {
     Admin = 2,
     /// The proxy is stopping.
     Shutdown = 3,
+    /// No byte either way for the idle timeout (found by the sweeper).
+    Idle = 4,
+    /// One side closed and the other did not finish within the fin timeout.
+    FinTimeout = 5,
 }
 
 impl KillReason {
@@ -30,6 +34,8 @@ impl KillReason {
             1 => Some(KillReason::BackendDown),
             2 => Some(KillReason::Admin),
             3 => Some(KillReason::Shutdown),
+            4 => Some(KillReason::Idle),
+            5 => Some(KillReason::FinTimeout),
             _ => None,
         }
     }
@@ -68,6 +74,10 @@ pub struct SessionCtl {
     pub bytes_down: AtomicU64,
     /// Milliseconds since `started` of the last byte moved.
     pub last_activity_ms: AtomicU64,
+    /// Milliseconds since `started` when one side closed its write half (0 = not yet).
+    pub fin_since_ms: AtomicU64,
+    /// Which side the session waits for after a half-close (1 = client, 2 = server).
+    pub fin_waiting: AtomicU8,
     kill: Notify,
     kill_reason: AtomicU8,
 }
@@ -135,6 +145,8 @@ impl Sessions {
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(0),
+            fin_since_ms: AtomicU64::new(0),
+            fin_waiting: AtomicU8::new(0),
             kill: Notify::new(),
             kill_reason: AtomicU8::new(0),
         });
@@ -186,6 +198,33 @@ impl Sessions {
             .values()
             .filter_map(|s| Some((s.switch.get()?.clone(), s.backend.get()?.name.clone())))
             .collect()
+    }
+
+    /// Closes sessions idle for `idle` or half-closed for longer than `fin` (zero = never).
+    /// One sweep over all sessions replaces a timer per session: an idle session holds no
+    /// timer, and a short one never registers one. Returns how many were closed.
+    pub fn sweep(&self, idle: std::time::Duration, fin: std::time::Duration) -> usize {
+        let idle_ms = idle.as_millis() as u64;
+        let fin_ms = fin.as_millis() as u64;
+        let mut victims = Vec::new();
+        for s in self.lock().values() {
+            if s.backend.get().is_none() || s.kill_reason().is_some() {
+                continue;
+            }
+            let now = s.started.elapsed().as_millis() as u64;
+            let fin_since = s.fin_since_ms.load(Ordering::Relaxed);
+            if fin_ms > 0 && fin_since > 0 && now.saturating_sub(fin_since) >= fin_ms {
+                victims.push((s.clone(), KillReason::FinTimeout));
+            } else if idle_ms > 0
+                && now.saturating_sub(s.last_activity_ms.load(Ordering::Relaxed)) >= idle_ms
+            {
+                victims.push((s.clone(), KillReason::Idle));
+            }
+        }
+        for (s, reason) in &victims {
+            s.kill(*reason);
+        }
+        victims.len()
     }
 
     pub fn views(&self) -> Vec<SessionView> {
@@ -332,6 +371,60 @@ mod tests {
             r.tcplog(),
             "10.0.1.2:33313 [06/Feb/2009:12:12:51.443] fnt agents/srv1 0/0/5007 212 DD 3/3/3/1/0 0/0 up=17 switch=10.0.1.2"
         );
+    }
+
+    fn backend() -> Arc<Backend> {
+        Arc::new(Backend::new(
+            crate::config::ResolvedBackend {
+                name: "a".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                weight: 1,
+                max_conn: 0,
+                readiness_port: None,
+                check_port: None,
+                tls_server_name: None,
+            },
+            crate::health::HealthParams {
+                rise: 1,
+                fall: 1,
+                interval: std::time::Duration::from_secs(1),
+                fast_interval: std::time::Duration::from_secs(1),
+                down_interval: std::time::Duration::from_secs(1),
+            },
+            crate::health::InitState::Up,
+            true,
+        ))
+    }
+
+    #[test]
+    fn sweep_closes_idle_and_half_closed_sessions_only() {
+        use std::time::Duration;
+        let s = Sessions::default();
+        let b = backend();
+        let idle = s.open("l".into(), "127.0.0.1:1".parse().unwrap());
+        let half = s.open("l".into(), "127.0.0.1:2".parse().unwrap());
+        let busy = s.open("l".into(), "127.0.0.1:3".parse().unwrap());
+        let connecting = s.open("l".into(), "127.0.0.1:4".parse().unwrap());
+        for c in [&idle, &half, &busy] {
+            c.backend.set(b.clone()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        busy.touch();
+        half.touch();
+        half.fin_since_ms.store(1, Ordering::Relaxed);
+        assert_eq!(
+            s.sweep(Duration::from_millis(20), Duration::from_millis(10)),
+            2
+        );
+        assert_eq!(idle.kill_reason(), Some(KillReason::Idle));
+        assert_eq!(half.kill_reason(), Some(KillReason::FinTimeout));
+        assert_eq!(busy.kill_reason(), None);
+        assert_eq!(
+            connecting.kill_reason(),
+            None,
+            "connect has its own timeout"
+        );
+        assert_eq!(s.sweep(Duration::ZERO, Duration::ZERO), 0, "zero disables");
     }
 
     #[tokio::test]

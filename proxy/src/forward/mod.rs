@@ -21,7 +21,7 @@ use crate::backend::{unix_ms, Backend, Lease};
 use crate::config::ListenerMode;
 use crate::runtime::{ListenerInfo, Runtime, Settings};
 use crate::session::{KillReason, SessionCtl, SessionRecord, Termination};
-use relay::{End, RelayParams, Side};
+use relay::{End, Side};
 
 /// A bound listener ready to serve.
 pub struct Listener {
@@ -178,14 +178,6 @@ fn refresh_ms(s: &Settings) -> u64 {
     (s.affinity.expire / 4).as_millis() as u64
 }
 
-fn relay_params(s: &Settings) -> RelayParams {
-    RelayParams {
-        buffer_size: s.buffer_size,
-        idle: s.timeouts.idle,
-        fin: s.timeouts.fin,
-    }
-}
-
 /// Maps how the data phase ended to a termination code; flags the backend when suspicious.
 fn finish(rt: &Runtime, b: &Arc<Backend>, end: End) -> Termination {
     match end {
@@ -211,6 +203,8 @@ fn finish(rt: &Runtime, b: &Arc<Backend>, end: End) -> Termination {
         } => Termination('c', 'D'),
         End::Killed(KillReason::BackendDown) => Termination('D', 'D'),
         End::Killed(KillReason::Admin | KillReason::Shutdown) => Termination('K', 'D'),
+        End::Killed(KillReason::Idle) => Termination('c', 'D'),
+        End::Killed(KillReason::FinTimeout) => Termination('c', 'D'),
     }
 }
 
@@ -329,9 +323,9 @@ async fn passthrough(
         rt.affinity
             .record(switch, &b.name, unix_ms(), refresh_ms(&s));
     }
-    let params = relay_params(&s);
+    let size = s.buffer_size;
     drop(s);
-    let end = relay::relay_tcp(&client, &c.stream, ctl, params).await;
+    let end = relay::relay_tcp(&client, &c.stream, ctl, size).await;
     if let End::Killed(_) = end {
         // The agent is gone or dismissed: reset our leg to it instead of lingering in FIN_WAIT.
         let _ = sockopt::set_linger_zero(&c.stream);
@@ -411,7 +405,7 @@ async fn terminate(
             .record(&switch, &b.name, unix_ms(), refresh_ms(&s));
     }
     let Connected { lease, stream, .. } = c;
-    let end = relay::relay_streams(tls_client, stream, ctl, relay_params(&s)).await;
+    let end = relay::relay_streams(tls_client, stream, ctl, s.buffer_size).await;
     out.termination = finish(rt, &b, end);
     drop(lease);
 }
@@ -420,6 +414,7 @@ fn finish_killed(reason: KillReason) -> Termination {
     match reason {
         KillReason::BackendDown => Termination('D', 'R'),
         KillReason::Admin | KillReason::Shutdown => Termination('K', 'R'),
+        KillReason::Idle | KillReason::FinTimeout => Termination('c', 'R'),
     }
 }
 
@@ -464,7 +459,7 @@ mod size_tests {
             let ctl = rt.sessions.open("l".into(), "127.0.0.1:1".parse().unwrap());
             let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let b = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let rf = relay::relay_tcp(&a, &b, &ctl, relay_params(&s));
+            let rf = relay::relay_tcp(&a, &b, &ctl, s.buffer_size);
             eprintln!("relay future: {} bytes", std::mem::size_of_val(&rf));
             let cf = connect(&rt, "x", &s, |_, addr| tcp_connect(addr, &s));
             eprintln!("connect future: {} bytes", std::mem::size_of_val(&cf));

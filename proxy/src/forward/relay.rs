@@ -9,11 +9,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+
+use std::os::fd::AsRawFd;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::bufpool;
 use super::sockopt::shutdown_write;
@@ -43,13 +43,6 @@ pub enum End {
         waiting_for: Side,
     },
     Killed(KillReason),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct RelayParams {
-    pub buffer_size: usize,
-    pub idle: Duration,
-    pub fin: Duration,
 }
 
 #[derive(Debug)]
@@ -85,32 +78,55 @@ async fn pump(
         src.readable().await.map_err(src_err)?;
         let mut buf = bufpool::take(size);
         let outcome = loop {
-            match src.try_read(&mut buf) {
-                Ok(0) => break Ok(true),
-                Ok(n) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    if let Err(err) = write_all(dst, data).await {
-                        break Err(PumpError {
-                            side: dst_side,
-                            err,
-                        });
-                    }
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    ctl.touch();
-                    // A short read means the socket is drained: give the buffer back now.
-                    if n < buf.len() {
-                        break Ok(false);
-                    }
+            // A short read means the socket is drained: report it to tokio as WouldBlock so
+            // that it clears the readiness (tick-safe: an edge that arrived meanwhile is kept)
+            // and the buffer goes back at once, without one more recv just to see EAGAIN.
+            let mut got = None;
+            let r = src.try_io(tokio::io::Interest::READABLE, || {
+                let n = recv(src, &mut buf)?;
+                got = Some(n);
+                if n > 0 && n < buf.len() {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(n)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(src_err(e)),
+            });
+            let n = match (r, got) {
+                (Ok(0), _) => break Ok(true),
+                (Ok(n), _) | (Err(_), Some(n)) if n > 0 => n,
+                (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                (Err(e), _) if e.kind() == io::ErrorKind::Interrupted => continue,
+                (Err(e), _) => break Err(src_err(e)),
+                (Ok(_), _) => break Ok(true),
+            };
+            let data = buf.get(..n).unwrap_or_default();
+            if let Err(err) = write_all(dst, data).await {
+                break Err(PumpError {
+                    side: dst_side,
+                    err,
+                });
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            ctl.touch();
+            if n < buf.len() {
+                break Ok(false);
             }
         };
         bufpool::give(buf);
         if outcome? {
             return Ok(());
         }
+    }
+}
+
+/// One recv(2) on the socket (non-blocking; tokio registered it).
+fn recv(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: fd is live for the borrow of `s`; buf is valid for writes of buf.len() bytes.
+    let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -127,25 +143,37 @@ async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// When the timer must next look at the session.
-fn deadline(ctl: &SessionCtl, p: &RelayParams, fin_since: Option<Instant>) -> Option<Instant> {
-    let idle = (!p.idle.is_zero()).then(|| {
-        let last = Duration::from_millis(ctl.last_activity_ms.load(Ordering::Relaxed));
-        Instant::from_std(ctl.started) + last + p.idle
-    });
-    let fin = fin_since.filter(|_| !p.fin.is_zero()).map(|t| t + p.fin);
-    match (idle, fin) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+fn half_closed(ctl: &SessionCtl, waiting_for: Side) {
+    let since = (ctl.started.elapsed().as_millis() as u64).max(1);
+    ctl.fin_waiting.store(
+        if waiting_for == Side::Client { 1 } else { 2 },
+        Ordering::Relaxed,
+    );
+    ctl.fin_since_ms.store(since, Ordering::Relaxed);
+}
+
+/// Maps an outside kill to how the data phase ended (idle and fin timeouts come from the
+/// sessions sweeper, see [`crate::session::Sessions::sweep`]).
+fn killed_end(ctl: &SessionCtl, reason: KillReason) -> End {
+    match reason {
+        KillReason::Idle => End::Idle,
+        KillReason::FinTimeout => End::FinTimeout {
+            waiting_for: if ctl.fin_waiting.load(Ordering::Relaxed) == 1 {
+                Side::Client
+            } else {
+                Side::Server
+            },
+        },
+        other => End::Killed(other),
     }
 }
 
-/// Relays a plain TCP session until it ends; never holds a buffer while idle.
+/// Relays a plain TCP session until it ends; never holds a buffer or a timer while idle.
 pub async fn relay_tcp(
     client: &TcpStream,
     server: &TcpStream,
     ctl: &SessionCtl,
-    p: RelayParams,
+    size: usize,
 ) -> End {
     let up = pump(
         client,
@@ -154,7 +182,7 @@ pub async fn relay_tcp(
         Side::Server,
         &ctl.bytes_up,
         ctl,
-        p.buffer_size,
+        size,
     );
     let down = pump(
         server,
@@ -163,15 +191,11 @@ pub async fn relay_tcp(
         Side::Client,
         &ctl.bytes_down,
         ctl,
-        p.buffer_size,
+        size,
     );
     tokio::pin!(up, down);
     let mut up_done = false;
     let mut down_done = false;
-    let mut fin_since = None;
-    let far = Instant::now() + Duration::from_secs(86400 * 365);
-    let timer = tokio::time::sleep_until(deadline(ctl, &p, None).unwrap_or(far));
-    tokio::pin!(timer);
     loop {
         tokio::select! {
             r = &mut up, if !up_done => match r {
@@ -179,8 +203,7 @@ pub async fn relay_tcp(
                     up_done = true;
                     let _ = shutdown_write(server);
                     if down_done { return End::Closed }
-                    fin_since = Some(Instant::now());
-                    timer.as_mut().reset(deadline(ctl, &p, fin_since).unwrap_or(far));
+                    half_closed(ctl, Side::Server);
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
             },
@@ -189,25 +212,11 @@ pub async fn relay_tcp(
                     down_done = true;
                     let _ = shutdown_write(client);
                     if up_done { return End::Closed }
-                    fin_since = Some(Instant::now());
-                    timer.as_mut().reset(deadline(ctl, &p, fin_since).unwrap_or(far));
+                    half_closed(ctl, Side::Client);
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
             },
-            reason = ctl.killed() => return End::Killed(reason),
-            _ = &mut timer => {
-                let now = Instant::now();
-                if let Some(since) = fin_since {
-                    if !p.fin.is_zero() && now >= since + p.fin {
-                        return End::FinTimeout { waiting_for: if up_done { Side::Server } else { Side::Client } };
-                    }
-                }
-                match deadline(ctl, &p, fin_since) {
-                    Some(d) if d <= now && !p.idle.is_zero() => return End::Idle,
-                    Some(d) => timer.as_mut().reset(d),
-                    None => timer.as_mut().reset(far),
-                }
-            }
+            reason = ctl.killed() => return killed_end(ctl, reason),
         }
     }
 }
@@ -269,7 +278,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
 }
 
 /// Relays two arbitrary streams (TLS legs) until they end, with kill and idle handling.
-pub async fn relay_streams<A, B>(client: A, server: B, ctl: &SessionCtl, p: RelayParams) -> End
+pub async fn relay_streams<A, B>(client: A, server: B, ctl: &SessionCtl, size: usize) -> End
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -286,23 +295,13 @@ where
         ctl,
         failed: None,
     };
-    let size = p.buffer_size.min(16 * 1024);
+    let size = size.min(16 * 1024);
     let result = {
         let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, size, size);
         tokio::pin!(copy);
-        let far = Instant::now() + Duration::from_secs(86400 * 365);
-        let timer = tokio::time::sleep_until(deadline(ctl, &p, None).unwrap_or(far));
-        tokio::pin!(timer);
-        loop {
-            tokio::select! {
-                r = &mut copy => break Ok(r),
-                reason = ctl.killed() => break Err(End::Killed(reason)),
-                _ = &mut timer => match deadline(ctl, &p, None) {
-                    Some(d) if d <= Instant::now() => break Err(End::Idle),
-                    Some(d) => timer.as_mut().reset(d),
-                    None => timer.as_mut().reset(far),
-                },
-            }
+        tokio::select! {
+            r = &mut copy => Ok(r),
+            reason = ctl.killed() => Err(killed_end(ctl, reason)),
         }
     };
     match result {
