@@ -154,7 +154,7 @@ where
         b.connect_errors.fetch_add(1, Ordering::Relaxed);
         rt.on_connect_error(&b);
         failures += 1;
-        warn!(backend = %b.name, %addr, error = %err, attempt = failures, "backend connect failed; redispatching");
+        warn!(%switch, backend = %b.name, %addr, error = %err, attempt = failures, "backend connect failed; redispatching");
         excluded.push(b);
         if failures > s.timeouts.retries {
             return Err(Failed {
@@ -282,8 +282,10 @@ fn log_end(rt: &Runtime, info: &ListenerInfo, ctl: &SessionCtl, out: Outcome) {
     );
 }
 
+/// The session's span around its setup phase (connect attempts, TLS handshake). DEBUG level:
+/// at the default INFO filter it costs nothing per session; warnings carry the client anyway.
 fn session_span(info: &ListenerInfo, ctl: &SessionCtl) -> tracing::Span {
-    tracing::info_span!("session", listener = %info.name, client = %ctl.client)
+    tracing::debug_span!("session", listener = %info.name, client = %ctl.client)
 }
 
 fn connected<S>(ctl: &SessionCtl, out: &mut Outcome, c: &Connected<S>) -> Arc<Backend> {
@@ -355,13 +357,15 @@ async fn terminate(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             info.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            span.in_scope(|| warn!(error = %e, "switch TLS handshake failed"));
+            span.in_scope(
+                || warn!(client = %ctl.client, error = %e, "switch TLS handshake failed"),
+            );
             out.termination = Termination('C', 'R');
             return;
         }
         Err(_) => {
             info.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            span.in_scope(|| warn!("switch TLS handshake timed out"));
+            span.in_scope(|| warn!(client = %ctl.client, "switch TLS handshake timed out"));
             out.termination = Termination('c', 'R');
             return;
         }

@@ -201,8 +201,9 @@ pub async fn relay_tcp(
             r = &mut up, if !up_done => match r {
                 Ok(()) => {
                     up_done = true;
-                    let _ = shutdown_write(server);
+                    // Both ways done: closing the sockets sends the FINs (no extra shutdown).
                     if down_done { return End::Closed }
+                    let _ = shutdown_write(server);
                     half_closed(ctl, Side::Server);
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
@@ -210,8 +211,8 @@ pub async fn relay_tcp(
             r = &mut down, if !down_done => match r {
                 Ok(()) => {
                     down_done = true;
-                    let _ = shutdown_write(client);
                     if up_done { return End::Closed }
+                    let _ = shutdown_write(client);
                     half_closed(ctl, Side::Client);
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
