@@ -27,8 +27,12 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::btree_map("[a-z_]{1,6}", inner.clone(), 0..6)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| json!(["set", v])),
-            prop::collection::vec((inner.clone(), inner), 0..4)
-                .prop_map(|v| json!(["map", v.into_iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>()])),
+            prop::collection::vec((inner.clone(), inner), 0..4).prop_map(|v| json!([
+                "map",
+                v.into_iter()
+                    .map(|(a, b)| json!([a, b]))
+                    .collect::<Vec<_>>()
+            ])),
         ]
     })
 }
@@ -41,7 +45,12 @@ fn column_type() -> impl Strategy<Value = ColumnType> {
         Just("string"),
         Just("uuid")
     ];
-    (base.clone(), prop::option::of(base), 0u8..2, prop_oneof![Just(json!(1)), Just(json!(3)), Just(json!("unlimited"))])
+    (
+        base.clone(),
+        prop::option::of(base),
+        0u8..2,
+        prop_oneof![Just(json!(1)), Just(json!(3)), Just(json!("unlimited"))],
+    )
         .prop_map(|(k, v, min, max)| {
             let mut t = json!({"key": k, "min": min, "max": max});
             if let Some(v) = v {
@@ -57,7 +66,9 @@ fn atom_of(ty: &str) -> BoxedStrategy<Atom> {
         "real" => (-1e6f64..1e6).prop_map(Atom::Real).boxed(),
         "boolean" => any::<bool>().prop_map(Atom::Boolean).boxed(),
         "string" => "[ -~]{0,10}".prop_map(Atom::from).boxed(),
-        _ => any::<u128>().prop_map(|n| Atom::Uuid(uuid::Uuid::from_u128(n))).boxed(),
+        _ => any::<u128>()
+            .prop_map(|n| Atom::Uuid(uuid::Uuid::from_u128(n)))
+            .boxed(),
     }
 }
 

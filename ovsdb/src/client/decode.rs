@@ -82,7 +82,9 @@ impl<'de> de::Deserialize<'de> for Key {
                     "params" => Ok(Key::Params),
                     "result" => Ok(Key::Result),
                     "error" => Ok(Key::Error),
-                    other => Err(E::custom(format!("message has unexpected member \"{other}\""))),
+                    other => Err(E::custom(format!(
+                        "message has unexpected member \"{other}\""
+                    ))),
                 }
             }
         }
@@ -121,9 +123,14 @@ impl<'de, C: Context> Visitor<'de> for EnvelopeSeed<'_, C> {
                 Key::Method => msg.method = Some(map.next_value()?),
                 Key::Params => {
                     let three = msg.method.as_deref() == Some("update3");
-                    let is_update = matches!(msg.method.as_deref(), Some("update" | "update2" | "update3"));
+                    let is_update = matches!(
+                        msg.method.as_deref(),
+                        Some("update" | "update2" | "update3")
+                    );
                     msg.params = Some(if is_update {
-                        Payload::Updates(map.next_value_seed(UpdateParamsSeed { ctx: self.0, three })?)
+                        Payload::Updates(
+                            map.next_value_seed(UpdateParamsSeed { ctx: self.0, three })?,
+                        )
                     } else {
                         Payload::Raw(map.next_value()?)
                     });
@@ -154,12 +161,14 @@ impl<'de, C: Context> Visitor<'de> for EnvelopeSeed<'_, C> {
 
 /// Decodes one complete message frame.
 pub(crate) fn decode<'a, C: Context>(frame: &'a [u8], ctx: &C) -> Result<Incoming<'a>, String> {
-    let text = std::str::from_utf8(frame).map_err(|e| format!("received bad JSON-RPC message: {e}"))?;
+    let text =
+        std::str::from_utf8(frame).map_err(|e| format!("received bad JSON-RPC message: {e}"))?;
     let mut de = serde_json::Deserializer::from_str(text);
     let msg = EnvelopeSeed(ctx)
         .deserialize(&mut de)
         .map_err(|e| format!("received bad JSON-RPC message: {e}"))?;
-    de.end().map_err(|e| format!("received bad JSON-RPC message: {e}"))?;
+    de.end()
+        .map_err(|e| format!("received bad JSON-RPC message: {e}"))?;
     Ok(msg)
 }
 
@@ -180,7 +189,9 @@ impl<'de> Visitor<'de> for SinceReplySeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error;
-        let found: bool = seq.next_element()?.ok_or_else(|| A::Error::custom("missing found"))?;
+        let found: bool = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::custom("missing found"))?;
         let _: IgnoredAny = seq
             .next_element()?
             .ok_or_else(|| A::Error::custom("missing last-txn-id"))?;
@@ -215,7 +226,9 @@ impl<'de, C: Context> Visitor<'de> for UpdateParamsSeed<'_, C> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error;
-        let id: Value = seq.next_element()?.ok_or_else(|| A::Error::custom("missing monitor id"))?;
+        let id: Value = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::custom("missing monitor id"))?;
         if self.three {
             let _: IgnoredAny = seq
                 .next_element()?
@@ -237,7 +250,10 @@ impl<'de, C: Context> Visitor<'de> for UpdateParamsSeed<'_, C> {
 }
 
 /// Parses a raw monitor reply (when `result` came before `id`).
-pub(crate) fn decode_monitor_reply(raw: &RawValue, kind: &MonitorReplyKind) -> Result<(bool, TableUpdates), String> {
+pub(crate) fn decode_monitor_reply(
+    raw: &RawValue,
+    kind: &MonitorReplyKind,
+) -> Result<(bool, TableUpdates), String> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     let r = if kind.since {
         SinceReplySeed(&kind.schema).deserialize(&mut de)

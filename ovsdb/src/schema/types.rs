@@ -183,7 +183,7 @@ impl BaseType {
                     let d = Datum::from_json(e, &set_ty)
                         .map_err(|e| SchemaError(format!("enum: {e}")))?;
                     match d {
-                        Datum::Set(atoms) => b.enumeration = Some(atoms),
+                        Datum::Set(atoms) => b.enumeration = Some(atoms.into_vec()),
                         Datum::Map(_) => return Err(SchemaError("enum must be a set".into())),
                     }
                 }
@@ -200,7 +200,10 @@ impl BaseType {
         let mut o = Map::new();
         o.insert("type".into(), Value::String(self.atomic.name().into()));
         if let Some(e) = &self.enumeration {
-            o.insert("enum".into(), Datum::Set(e.clone()).to_json());
+            o.insert(
+                "enum".into(),
+                Datum::Set(e.iter().cloned().collect()).to_json(),
+            );
         }
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {

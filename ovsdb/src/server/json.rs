@@ -127,7 +127,9 @@ pub fn parse_datum(
     let is_set_syntax =
         matches!(json, Value::Array(a) if a.first().and_then(Value::as_str) == Some("set"));
     if !ty.is_map() && !is_set_syntax {
-        return Ok(Datum::Set(vec![parse_atom(json, &ty.key, symtab)?]));
+        return Ok(Datum::Set(smallvec::smallvec![parse_atom(
+            json, &ty.key, symtab
+        )?]));
     }
     let class = if ty.is_map() { "map" } else { "set" };
     let inner = unwrap(json, class, "array")?;

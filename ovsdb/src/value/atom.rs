@@ -214,7 +214,8 @@ pub fn is_valid_id(s: &str) -> bool {
 }
 
 /// Parses the canonical 8-4-4-4-12 form only, as ovsdb-server does. One
-/// pass with a lookup table: a 100k-row dump holds some 300k uuids.
+/// pass over fixed offsets with a lookup table and a single validity check
+/// at the end: a 100k-row dump holds some 300k uuids.
 pub fn parse_uuid(s: &str) -> Result<Uuid, ValueError> {
     const fn hex_table() -> [u8; 256] {
         let mut t = [0xffu8; 256];
@@ -232,27 +233,23 @@ pub fn parse_uuid(s: &str) -> Result<Uuid, ValueError> {
         t
     }
     static HEX: [u8; 256] = hex_table();
-    let b = s.as_bytes();
+    /// Where each byte of the uuid starts in the text.
+    const OFFSETS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let bad = || ValueError::Syntax(format!("\"{s}\" is not a valid UUID"));
-    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+    let b: &[u8; 36] = s.as_bytes().try_into().map_err(|_| bad())?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return Err(bad());
     }
     let mut out = [0u8; 16];
-    let mut n = 0;
-    let mut i = 0;
-    while i < 36 {
-        if i == 8 || i == 13 || i == 18 || i == 23 {
-            i += 1;
-            continue;
-        }
-        let hi = HEX[b[i] as usize];
-        let lo = HEX[b[i + 1] as usize];
-        if (hi | lo) == 0xff {
-            return Err(bad());
-        }
-        out[n] = (hi << 4) | lo;
-        n += 1;
-        i += 2;
+    let mut invalid = 0u8;
+    for (k, &at) in OFFSETS.iter().enumerate() {
+        let hi = HEX[b[at] as usize];
+        let lo = HEX[b[at + 1] as usize];
+        invalid |= hi | lo;
+        out[k] = (hi << 4) | (lo & 0x0f);
+    }
+    if invalid & 0xf0 != 0 {
+        return Err(bad());
     }
     Ok(Uuid::from_bytes(out))
 }

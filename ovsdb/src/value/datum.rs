@@ -1,27 +1,33 @@
 //! Data: the value of one column, always a set or a map of atoms (RFC 7047 §5.1).
 
 use serde::ser::{Serialize, SerializeSeq, Serializer};
+use smallvec::{smallvec, SmallVec};
 
 use super::atom::Atom;
 use super::ValueError;
 use crate::schema::ColumnType;
+
+/// The atoms of a set. Most columns hold exactly one atom, so one is kept
+/// inline: a 100k-row replica then makes one allocation per row fewer per
+/// scalar column, which is most of them.
+pub type Atoms = SmallVec<[Atom; 1]>;
 
 /// A column value. Sets are kept sorted and free of duplicates, maps sorted
 /// by key with unique keys, so equality is structural and diffs are merges.
 /// A scalar column is a one-element set.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Datum {
-    Set(Vec<Atom>),
+    Set(Atoms),
     Map(Vec<(Atom, Atom)>),
 }
 
 impl Datum {
     pub fn scalar(atom: impl Into<Atom>) -> Datum {
-        Datum::Set(vec![atom.into()])
+        Datum::Set(smallvec![atom.into()])
     }
 
     pub fn empty_set() -> Datum {
-        Datum::Set(Vec::new())
+        Datum::Set(SmallVec::new())
     }
 
     pub fn empty_map() -> Datum {
@@ -30,9 +36,11 @@ impl Datum {
 
     /// A set from any atoms, sorted and deduplicated.
     pub fn set<I: IntoIterator<Item = Atom>>(atoms: I) -> Datum {
-        let mut v: Vec<Atom> = atoms.into_iter().collect();
-        v.sort();
-        v.dedup();
+        let mut v: Atoms = atoms.into_iter().collect();
+        if v.len() > 1 {
+            v.sort();
+            v.dedup();
+        }
         Datum::Set(v)
     }
 
@@ -57,7 +65,7 @@ impl Datum {
         if ty.value.is_some() {
             Datum::empty_map()
         } else if ty.min == 1 {
-            Datum::Set(vec![ty.key.atomic.default_atom()])
+            Datum::Set(smallvec![ty.key.atomic.default_atom()])
         } else {
             Datum::empty_set()
         }
@@ -210,7 +218,10 @@ impl Datum {
                     }
                     Ok(datum)
                 }
-                _ => Ok(Datum::Set(vec![Atom::from_json(value, ty.key.atomic)?])),
+                _ => Ok(Datum::Set(smallvec![Atom::from_json(
+                    value,
+                    ty.key.atomic
+                )?])),
             }
         }
     }
@@ -243,7 +254,7 @@ impl Datum {
                 }
                 _ => Err(ValueError::Syntax(format!("{value}: map is not an array"))),
             },
-            _ => Ok(Datum::Set(vec![Atom::from_json_untyped(value)?])),
+            _ => Ok(Datum::Set(smallvec![Atom::from_json_untyped(value)?])),
         }
     }
 
@@ -265,7 +276,7 @@ impl Datum {
         }
         match (self, diff) {
             (Datum::Set(cur), Datum::Set(d)) => {
-                let mut out = Vec::with_capacity(cur.len() + d.len());
+                let mut out = Atoms::with_capacity(cur.len() + d.len());
                 let mut a = std::mem::take(cur).into_iter().peekable();
                 let mut b = d.into_iter().peekable();
                 loop {
@@ -315,7 +326,7 @@ impl Datum {
         }
         match (old, new) {
             (Datum::Set(a), Datum::Set(b)) => {
-                let mut out = Vec::new();
+                let mut out = Atoms::new();
                 let (mut i, mut j) = (0, 0);
                 while i < a.len() || j < b.len() {
                     match (a.get(i), b.get(j)) {
@@ -385,7 +396,7 @@ impl Serialize for Datum {
             Datum::Set(v) => {
                 let mut seq = serializer.serialize_seq(Some(2))?;
                 seq.serialize_element("set")?;
-                seq.serialize_element(v)?;
+                seq.serialize_element(v.as_slice())?;
                 seq.end()
             }
             Datum::Map(v) => {

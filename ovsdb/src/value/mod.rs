@@ -7,7 +7,7 @@ mod row;
 pub mod seed;
 
 pub use atom::{format_real, is_valid_id, parse_uuid, Atom, AtomicType};
-pub use datum::Datum;
+pub use datum::{Atoms, Datum};
 pub use row::Row;
 pub use uuid::Uuid;
 

@@ -202,7 +202,9 @@ impl<'de> Visitor<'de> for RowUpdateSeed<'_> {
                     map.next_value::<IgnoredAny>()?;
                     old_seen = true;
                 }
-                (UpdateFormat::V1, Word::New) => new = Some(map.next_value_seed(RowSeed(self.table))?),
+                (UpdateFormat::V1, Word::New) => {
+                    new = Some(map.next_value_seed(RowSeed(self.table))?)
+                }
                 (_, other) => {
                     return Err(de::Error::custom(format!(
                         "unexpected member \"{}\" in row update",
@@ -450,7 +452,7 @@ impl<'de> Visitor<'de> for DatumSeed<'_> {
 }
 
 fn single(a: Atom) -> Datum {
-    Datum::Set(vec![a])
+    Datum::Set(smallvec::smallvec![a])
 }
 
 /// Seed for one atom of a known type.
@@ -510,7 +512,10 @@ impl<'de> Visitor<'de> for AtomSeed {
             return Err(de::Error::custom("not an atom tag"));
         }
         if self.0 != AtomicType::Uuid {
-            return Err(de::Error::custom(format!("uuid value for a {} value", self.0)));
+            return Err(de::Error::custom(format!(
+                "uuid value for a {} value",
+                self.0
+            )));
         }
         let atom = seq
             .next_element_seed(UuidAtomSeed(tag))?

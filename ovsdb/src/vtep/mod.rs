@@ -112,7 +112,7 @@ impl<T: ColumnValue> ColumnValue for Option<T> {
 }
 
 fn atom_to<T: ColumnValue>(a: &Atom) -> Result<T, String> {
-    T::from_datum(&Datum::Set(vec![a.clone()]))
+    T::from_datum(&Datum::Set(smallvec::smallvec![a.clone()]))
 }
 
 /// A set column.
