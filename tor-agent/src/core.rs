@@ -1014,7 +1014,15 @@ impl Core {
             self.counters.takeovers += 1;
             let d = now.saturating_duration_since(t.started);
             self.counters.takeover_durations.push(d);
-            info!(switch = %sw.ha.name, duration_ms = d.as_millis() as u64, rows = t.initial_rows, "takeover converged: switch programmed and local MACs exported");
+            info!(
+                switch = %sw.ha.name,
+                duration_ms = d.as_millis() as u64,
+                rows = t.initial_rows,
+                identify_ms = t.identified.saturating_duration_since(t.started).as_millis() as u64,
+                txns = self.counters.txns_ok,
+                txn_avg_ms = self.counters.txn_latency_total.as_millis() as u64 / self.counters.txns_ok.max(1),
+                "takeover converged: switch programmed and local MACs exported"
+            );
             sw.last_takeover = Some(t.clone());
         }
     }
