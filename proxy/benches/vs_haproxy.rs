@@ -567,11 +567,11 @@ fn main() {
     );
     println!("raw per round: mem B/session {:?} / {:?}", mem[0], mem[1]);
     println!(
-        "raw per round: added p50 us {:?} / {:?} (direct {:?})",
+        "raw per round: RTT p50 us {:?} / {:?} (direct {:?})",
         p50[0], p50[1], p50[2]
     );
     println!(
-        "raw per round: added p99 us {:?} / {:?} (direct {:?})",
+        "raw per round: RTT p99 us {:?} / {:?} (direct {:?})",
         p99[0], p99[1], p99[2]
     );
     println!(

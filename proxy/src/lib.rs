@@ -17,6 +17,16 @@
 //! - [`admin`]: JSON-RPC admin API, Prometheus metrics, status tables.
 //! - [`runtime`], [`server`]: shared state, reload, startup and signals.
 //!
+//! # Threads and memory
+//!
+//! `global.threads` data threads (default: one per CPU, as HAProxy's `nbthread`) each run one
+//! event loop with their own `SO_REUSEPORT` copy of every listener: the kernel spreads switches
+//! over them and a session never changes thread. The control plane (health checks, readiness,
+//! admin API, peer links, the idle/fin sweeper, affinity upkeep) runs on the main thread.
+//! An idle passthrough session holds two sockets, a small task and no copy buffer and no timer:
+//! buffers are lent only while bytes move ([`forward::bufpool`]) and idle/fin timeouts are
+//! enforced by one periodic sweep ([`session::Sessions::sweep`]).
+//!
 //! # Readiness check contract (agent side)
 //!
 //! The proxy connects over plain TCP to the backend's `readiness_port`; the agent writes ONE
