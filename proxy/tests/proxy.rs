@@ -475,10 +475,12 @@ async fn affinity_survives_a_proxy_restart_through_the_peer() {
     let (a1, _) = serve_agent(plain_agent("a1", None)).await;
     let (a2, _) = serve_agent(plain_agent("a2", None)).await;
     let (pa, pb) = (free_port(), free_port());
+    // Each peer is listed with a dead address first: the link must move on to the next one.
+    let dead_port = free_port();
     let peering = |me: &str, listen: u16, other: &str, other_port: u16| {
         let (c, k) = pki.leaf(&format!("peer-{me}"), false);
         format!(
-            "\n[peering]\nlisten = \"127.0.0.1:{listen}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\nreconnect = \"200ms\"\n[[peer]]\nname = \"{other}\"\naddresses = [\"127.0.0.1:{other_port}\"]\nserver_name = \"localhost\"\n",
+            "\n[peering]\nlisten = \"127.0.0.1:{listen}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\nreconnect = \"200ms\"\n[[peer]]\nname = \"{other}\"\naddresses = [\"127.0.0.1:{dead_port}\", \"127.0.0.1:{other_port}\"]\nserver_name = \"localhost\"\n",
             c.display(),
             k.display(),
             pki.ca().display()
@@ -816,4 +818,36 @@ async fn admin_token_guards_a_non_loopback_listener() {
     assert_eq!(right.show().await.unwrap().backends.len(), 1);
     let logs = serde_json::to_string(&proxy.logs()).unwrap();
     assert!(!logs.contains("s3cret"), "the token must never be logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_backend_connection_limit_is_honoured() {
+    let pki = Pki::new();
+    let (a1, _) = serve_agent(plain_agent("a1", None)).await;
+    let (a2, _) = serve_agent(plain_agent("a2", None)).await;
+    let cfg = format!(
+        "{}{PASSTHROUGH}[health]\ncheck = \"tcp\"\n{}max_conn = 1\n{}",
+        header(&pki, "p"),
+        backend("a1", a1, None),
+        backend("a2", a2, None)
+    );
+    let proxy = ProxyProc::start(pki.dir.path(), "p", &cfg);
+    let at = proxy.addr("ovsdb");
+    let s1 = switch(at, switch_ip(1), None).await.unwrap();
+    let s2 = switch(at, switch_ip(2), None).await.unwrap();
+    assert_eq!((s1.agent(), s2.agent()), ("a1", "a2"));
+    // Equal loads: round-robin would pick a1 next, but a1 is at its limit.
+    let s3 = switch(at, switch_ip(3), None).await.unwrap();
+    assert_eq!(s3.agent(), "a2");
+    let s = proxy.show().await;
+    assert_eq!(backend_state(&s, "a1").current, 1);
+    assert!(
+        !backend_state(&s, "a1").usable,
+        "full: takes no new session"
+    );
+    drop(s1);
+    proxy
+        .wait_for("a1 freed", |s| backend_state(s, "a1").current == 0)
+        .await;
+    assert_eq!(switch(at, switch_ip(4), None).await.unwrap().agent(), "a1");
 }
