@@ -9,7 +9,8 @@
 //!    `Ucast_Macs_Local` rows (plus an `unknown-dst` per logical switch); checked by
 //!    counting the rows in every database;
 //! 3. churn: on every switch move one MAC to the other logical switch and learn one new
-//!    MAC (the in-process API a scenario uses), one switch after another.
+//!    MAC (the in-process API a scenario uses), one switch after another;
+//! 4. idle for 20 s: what probes and status write-back cost (peers answer echo).
 //!
 //! Reference, in the same run: the real `ovsdb-server` 3.1 (as a switch runs it, one
 //! process per switch) loaded with the same M rows per switch, measured on a sample of
@@ -151,26 +152,49 @@ fn reference_server(macs: u32, index: u32) -> Result<(f64, f64), String> {
     Ok((idle, rss_mib(&pid)))
 }
 
-/// Counts what the monitoring peers received.
+/// Counts what the monitoring peers received (echo probes aside).
 static RECEIVED: AtomicU64 = AtomicU64::new(0);
 static SESSIONS: AtomicU64 = AtomicU64::new(0);
+static ECHOES: AtomicU64 = AtomicU64::new(0);
 
 const MONITOR: &[u8] =
     br#"{"id":1,"method":"monitor","params":["hardware_vtep",null,{"Ucast_Macs_Local":{},"Mcast_Macs_Local":{},"Physical_Port":{}}]}"#;
 
-/// A manager-side peer: optionally monitors, then reads and discards.
+/// A manager-side peer: optionally monitors, answers the switch's echo
+/// probes (as a manager must, or the switch drops the session), and
+/// discards everything else.
 async fn peer(mut s: tokio::net::TcpStream, monitor: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ECHO: &str = r#""method":"echo""#;
+    const REPLY: &[u8] = br#"{"id":"echo","result":[],"error":null}"#;
     SESSIONS.fetch_add(1, Ordering::Relaxed);
     if monitor && s.write_all(MONITOR).await.is_err() {
         return;
     }
     let mut buf = vec![0u8; 64 * 1024];
+    // The end of the previous read, in case a request straddles two reads.
+    let mut carry = String::new();
     while let Ok(n) = s.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        RECEIVED.fetch_add(n as u64, Ordering::Relaxed);
+        carry.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let echoes = carry.matches(ECHO).count();
+        // Only updates count as traffic: probes never stop.
+        let probe_bytes = echoes * br#"{"id":"echo","method":"echo","params":[]}"#.len();
+        RECEIVED.fetch_add(n.saturating_sub(probe_bytes) as u64, Ordering::Relaxed);
+        for _ in 0..echoes {
+            if s.write_all(REPLY).await.is_err() {
+                return;
+            }
+            ECHOES.fetch_add(1, Ordering::Relaxed);
+        }
+        // Keep a tail shorter than the pattern, so nothing counts twice.
+        let keep = carry.len().saturating_sub(ECHO.len() - 1);
+        let cut = (keep..carry.len())
+            .find(|i| carry.is_char_boundary(*i))
+            .unwrap_or(carry.len());
+        carry.drain(..cut);
     }
 }
 
@@ -202,22 +226,37 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The manager side runs on its own thread, as an agent in another
+    // process would: starved peers would trip the switches' probes.
+    let peers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("peers")
+        .enable_all()
+        .build()
+        .expect("peer runtime");
+    let peer_rt = peers.handle().clone();
     let base_rss = rss_mib("self");
     let mut phases = Vec::new();
     let quiet = std::time::Duration::from_millis(500);
     let rows = rt.block_on(async {
         // The manager the switches dial in manager mode.
-        let manager = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("manager listener");
-        let manager_addr = manager.local_addr().expect("manager address");
-        if dial_out {
-            tokio::spawn(async move {
-                while let Ok((s, _)) = manager.accept().await {
-                    tokio::spawn(peer(s, monitor));
+        let manager_addr = peer_rt
+            .spawn(async move {
+                let manager = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("manager listener");
+                let addr = manager.local_addr().expect("manager address");
+                if dial_out {
+                    tokio::spawn(async move {
+                        while let Ok((s, _)) = manager.accept().await {
+                            tokio::spawn(peer(s, monitor));
+                        }
+                    });
                 }
-            });
-        }
+                addr
+            })
+            .await
+            .expect("manager task");
         let meter = Meter::start();
         let started = Instant::now();
         let listen: ovsdb::transport::Target = "ptcp:0:127.0.0.1".parse().expect("target");
@@ -228,9 +267,7 @@ fn main() {
                 .ports(["p0", "p1"])
                 .macs(m);
             if dial_out {
-                // The bench's manager does not answer echo: no probes.
                 s.manager(target.clone())
-                    .inactivity_probe(std::time::Duration::ZERO)
             } else {
                 s.listen(listen.clone())
             }
@@ -245,8 +282,14 @@ fn main() {
                 let Some(ovsdb::transport::Target::PTcp(addr)) = sw.listen_targets().first() else {
                     panic!("no ptcp listener");
                 };
-                let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-                tokio::spawn(peer(s, true));
+                let addr = *addr;
+                peer_rt.spawn(async move {
+                    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                    peer(s, true).await
+                });
+            }
+            while SESSIONS.load(Ordering::Relaxed) < u64::from(n) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
         let end = if monitor {
@@ -308,6 +351,18 @@ fn main() {
             sw.learn(extra, "p0", 100).await.expect("learn");
         }
         phases.push(meter.stop("churn (1 move + 1 learn per switch)"));
+
+        // Idle: inactivity probes (5 s) on every session and, with managers,
+        // the status write-back every 5 s.
+        let echoes = ECHOES.load(Ordering::Relaxed);
+        let meter = Meter::start();
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+        phases.push(meter.stop("idle for 20 s"));
+        let connected = SESSIONS.load(Ordering::Relaxed);
+        println!(
+            "sessions: {connected}, echo probes answered while idle: {}",
+            ECHOES.load(Ordering::Relaxed) - echoes
+        );
         let stats = fleet.stats().await.expect("stats");
         assert_eq!(stats.local_rows, rows + n as usize);
         fleet.shutdown().await;

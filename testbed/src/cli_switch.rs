@@ -12,7 +12,11 @@ use testbed::switch::{
 #[derive(Args)]
 pub struct SwitchArgs {
     /// Switches from a TOML file (see testbed/examples/switch.toml) instead of the flags below.
-    #[arg(long, conflicts_with_all = ["name", "listen", "manager"])]
+    #[arg(long, conflicts_with_all = [
+        "name", "description", "tunnel_ip", "management_ip", "ports", "listen", "manager",
+        "max_backoff", "inactivity_probe", "cert", "key", "ca", "macs", "mac_base",
+        "placement", "aging",
+    ])]
     config: Option<PathBuf>,
     /// Physical_Switch name.
     #[arg(long, required_unless_present = "config")]

@@ -345,6 +345,17 @@ fn bad_options_fail_with_a_precise_message() {
         ],
         "invalid target",
     );
+    fails(
+        &[
+            "switch",
+            "--config",
+            "x.toml",
+            "--macs",
+            "3",
+            "--check-config",
+        ],
+        "cannot be used with",
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[[switch]]\nname = \"a\"\nlisten_on = []\n").unwrap();

@@ -142,7 +142,7 @@ impl Driver {
     }
 
     /// Writes what the FDB implies, retrying a failed plan with fresh data.
-    fn reconcile(&mut self) {
+    async fn reconcile(&mut self) {
         for _ in 0..MAX_ATTEMPTS {
             self.absorb(CommitEvents::default());
             if !self.fdb.has_work() {
@@ -154,7 +154,7 @@ impl Driver {
                 self.retry_at = None;
                 return;
             }
-            if let Err(e) = self.execute(plan) {
+            if let Err(e) = self.execute(plan).await {
                 self.stats.failed_transactions += 1;
                 warn!("transaction failed, planning again: {e}");
                 self.fdb.failed();
@@ -165,7 +165,7 @@ impl Driver {
         }
     }
 
-    fn execute(&mut self, plan: Plan) -> Result<(), SwitchError> {
+    async fn execute(&mut self, plan: Plan) -> Result<(), SwitchError> {
         for part in plan.split(MAX_CHANGES_PER_TXN) {
             let locator = self.db.read(|d| vtep_db::find_locator(d, &self.tunnel_ip));
             let pt = vtep_db::plan_txn(&part, locator, &self.tunnel_ip);
@@ -179,13 +179,17 @@ impl Driver {
                 "local rows written"
             );
             self.fdb.applied(&part, &ucast, &mcast, self.now());
+            // Let sessions (and other switches) run between big commits:
+            // a thousand switches learning at once must not starve the
+            // sessions' probes and updates.
+            tokio::task::yield_now().await;
         }
         Ok(())
     }
 
     /// Runs a command; the reply goes out after the database is written.
     /// Returns false to stop.
-    fn handle(&mut self, cmd: Command) -> bool {
+    async fn handle(&mut self, cmd: Command) -> bool {
         self.absorb(CommitEvents::default());
         let now = self.now();
         match cmd {
@@ -201,7 +205,7 @@ impl Driver {
                 } else {
                     self.fdb.learn(mac, &port, vlan, now)
                 };
-                self.reconcile();
+                self.reconcile().await;
                 let r = r
                     .map_err(SwitchError::from)
                     .and_then(|()| self.fdb.mac(mac).ok_or(SwitchError::Forgotten(mac)));
@@ -209,7 +213,7 @@ impl Driver {
             }
             Command::Unlearn { mac, reply } => {
                 let r = self.fdb.unlearn(mac).map_err(SwitchError::from);
-                self.reconcile();
+                self.reconcile().await;
                 let _ = reply.send(r);
             }
             Command::Age { mac, reply } => {
@@ -217,22 +221,22 @@ impl Driver {
                     Some(m) => self.fdb.unlearn(m).map(|()| 1).map_err(SwitchError::from),
                     None => Ok(self.fdb.age_all()),
                 };
-                self.reconcile();
+                self.reconcile().await;
                 let _ = reply.send(r);
             }
             Command::SetAging { aging, reply } => {
                 self.fdb.set_aging(aging);
                 self.fdb.tick(now);
-                self.reconcile();
+                self.reconcile().await;
                 let _ = reply.send(Ok(()));
             }
             Command::Flap { spec, reply } => {
                 let r = self.fdb.flap(&spec, now).map_err(SwitchError::from);
-                self.reconcile();
+                self.reconcile().await;
                 let _ = reply.send(r);
             }
             Command::Macs { reply } => {
-                self.reconcile();
+                self.reconcile().await;
                 let _ = reply.send(Ok(self.fdb.macs()));
             }
             Command::Stats { reply } => {
@@ -241,7 +245,7 @@ impl Driver {
                 let _ = reply.send(Ok(s));
             }
             Command::Sync { reply } => {
-                self.reconcile();
+                self.reconcile().await;
                 let _ = reply.send(Ok(()));
             }
             Command::Shutdown => return false,
@@ -254,7 +258,7 @@ impl Driver {
 /// when the database is.
 pub(crate) async fn run(mut d: Driver, mut cmds: mpsc::UnboundedReceiver<Command>) {
     d.refresh_ports();
-    d.reconcile();
+    d.reconcile().await;
     loop {
         let wake = match (d.fdb.next_wakeup().map(|t| d.start + t), d.retry_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -269,7 +273,7 @@ pub(crate) async fn run(mut d: Driver, mut cmds: mpsc::UnboundedReceiver<Command
             }
             cmd = cmds.recv() => {
                 let Some(cmd) = cmd else { break };
-                if !d.handle(cmd) {
+                if !d.handle(cmd).await {
                     break;
                 }
             }
@@ -286,7 +290,7 @@ pub(crate) async fn run(mut d: Driver, mut cmds: mpsc::UnboundedReceiver<Command
                 }
             }
         }
-        d.reconcile();
+        d.reconcile().await;
     }
     info!(name = %d.name, "switch stopped");
 }

@@ -196,7 +196,7 @@ impl SimSwitch {
                 listen: bound,
                 cmds: tx,
                 tasks: Mutex::new(Some(Tasks {
-                    driver: task,
+                    driver: Some(task),
                     listeners,
                     _managers: managers,
                 })),
@@ -237,7 +237,7 @@ async fn accept_loop(server: Server, listener: Listener, opts: SessionOptions) {
 }
 
 struct Tasks {
-    driver: JoinHandle<()>,
+    driver: Option<JoinHandle<()>>,
     listeners: Vec<JoinHandle<()>>,
     /// Stops following `Global.managers` (and closes their sessions) when dropped.
     _managers: ManagerHandle,
@@ -458,8 +458,10 @@ impl SimSwitchHandle {
         let Some(mut tasks) = tasks else { return };
         tasks.stop_io();
         let _ = self.inner.cmds.send(Command::Shutdown);
-        let driver = std::mem::replace(&mut tasks.driver, tokio::spawn(async {}));
+        let driver = tasks.driver.take();
         drop(tasks);
-        let _ = driver.await;
+        if let Some(d) = driver {
+            let _ = d.await;
+        }
     }
 }
