@@ -76,9 +76,9 @@ impl Agent {
     }
 }
 
-/// Starts an agent with `extra` TOML appended to sensible test settings.
+/// Starts an agent with `southbound` TOML and sensible test settings.
 pub async fn agent(name: &str, tsn: &str, cn: SocketAddr, southbound: &str) -> Agent {
-    let text = format!(
+    agent_from_toml(&format!(
         r#"
         [agent]
         name = "{name}"
@@ -95,8 +95,13 @@ pub async fn agent(name: &str, tsn: &str, cn: SocketAddr, southbound: &str) -> A
         listen = "127.0.0.1:0"
         readiness_listen = "127.0.0.1:0"
         "#
-    );
-    let cfg: AgentConfig = toml::from_str(&text).expect("agent config");
+    ))
+    .await
+}
+
+/// Starts an agent from a whole TOML configuration.
+pub async fn agent_from_toml(text: &str) -> Agent {
+    let cfg: AgentConfig = toml::from_str(text).expect("agent config");
     cfg.validate().expect("valid agent config");
     let (tx, rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

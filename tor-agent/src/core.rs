@@ -243,6 +243,10 @@ pub struct Core {
     last_config_at: Option<Instant>,
     config_sweep_pending: bool,
     config_complete: bool,
+    /// A full config has been received at least once (re-syncs after a
+    /// control node change do not make the agent unready: its config is
+    /// stale-marked, not gone).
+    config_ever_complete: bool,
     ha_dirty: BTreeSet<String>,
     outputs: Vec<Output>,
     pub counters: Counters,
@@ -276,6 +280,7 @@ impl Core {
             last_config_at: None,
             config_sweep_pending: false,
             config_complete: false,
+            config_ever_complete: false,
             ha_dirty: BTreeSet::new(),
             outputs: Vec::new(),
             counters: Counters::default(),
@@ -715,6 +720,7 @@ impl Core {
                 && !self.config_complete
             {
                 self.config_complete = true;
+                self.config_ever_complete = true;
                 if self.config_sweep_pending {
                     self.config_sweep_pending = false;
                     let n = self.ifmap.sweep_stale();
@@ -1055,10 +1061,10 @@ impl Core {
     // ------------------------------------------------------------------
     // observation
 
-    /// `ready` when a control node is up and its config has arrived;
+    /// `ready` when a control node is up and a full config has arrived;
     /// `drain` otherwise (the proxy then sends this agent no new switches).
     pub fn readiness(&self) -> &'static str {
-        if self.cns.iter().any(|c| c.up) && self.config_complete {
+        if self.cns.iter().any(|c| c.up) && self.config_ever_complete {
             "ready"
         } else {
             "drain"
