@@ -14,7 +14,8 @@ pub struct SwitchArgs {
     /// Switches from a TOML file (see testbed/examples/switch.toml) instead of the flags below.
     #[arg(long, conflicts_with_all = [
         "name", "description", "tunnel_ip", "management_ip", "ports", "listen", "manager",
-        "max_backoff", "inactivity_probe", "cert", "key", "ca", "macs", "mac_base",
+        "max_backoff", "inactivity_probe", "listen_inactivity_probe", "cert", "key", "ca",
+        "macs", "mac_base",
         "placement", "aging",
     ])]
     config: Option<PathBuf>,
@@ -44,6 +45,9 @@ pub struct SwitchArgs {
     /// Manager.inactivity_probe in milliseconds (0 disables; OVS default 5000).
     #[arg(long)]
     inactivity_probe: Option<u64>,
+    /// Inactivity probe of sessions on --listen targets, in milliseconds (0 disables; default 5000).
+    #[arg(long)]
+    listen_inactivity_probe: Option<u64>,
     /// Certificate (PEM) for ssl:/pssl: targets.
     #[arg(long, requires_all = ["key", "ca"])]
     cert: Option<PathBuf>,
@@ -103,6 +107,7 @@ impl SwitchArgs {
         }
         s.max_backoff = self.max_backoff.map(Duration::from_millis);
         s.inactivity_probe = self.inactivity_probe.map(Duration::from_millis);
+        s.listen_probe = self.listen_inactivity_probe.map(Duration::from_millis);
         if let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) {
             s = s.tls(ovsdb::transport::TlsFiles {
                 cert: cert.clone(),

@@ -170,3 +170,28 @@ async fn shutdown_closes_sessions_and_refuses_commands() {
         Err(SwitchError::Stopped(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_sessions_probe_at_the_configured_interval() {
+    let sw = SimSwitch::start(
+        SwitchSpec::new("prober")
+            .listen(ptcp0())
+            .listen_probe(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let addr = match sw.listen_targets().first() {
+        Some(ovsdb::transport::Target::PTcp(a)) => *a,
+        other => panic!("unexpected {other:?}"),
+    };
+    // A peer that never answers: probed, then dropped.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(switch_common::DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("the switch closes a silent session")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains(r#""method":"echo""#), "{text}");
+    sw.shutdown().await;
+}

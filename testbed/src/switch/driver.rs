@@ -167,23 +167,28 @@ impl Driver {
 
     async fn execute(&mut self, plan: Plan) -> Result<(), SwitchError> {
         for part in plan.split(MAX_CHANGES_PER_TXN) {
-            let locator = self.db.read(|d| vtep_db::find_locator(d, &self.tunnel_ip));
-            let pt = vtep_db::plan_txn(&part, locator, &self.tunnel_ip);
-            let (ucast, mcast) = pt.run(&self.db)?;
-            self.stats.transactions += 1;
-            debug!(
-                cleared = part.clear.len(),
-                deleted = part.delete.len(),
-                inserted = ucast.len(),
-                unknown_dst = mcast.len(),
-                "local rows written"
-            );
-            self.fdb.applied(&part, &ucast, &mcast, self.now());
-            // Let sessions (and other switches) run between big commits:
-            // a thousand switches learning at once must not starve the
-            // sessions' probes and updates.
+            self.execute_part(part)?;
+            // Let sessions (and other switches) run between big commits: a
+            // thousand switches learning at once must not starve the
+            // sessions' probes and updates. The transaction's JSON is freed
+            // by now, so a thousand yielded switches hold none of it.
             tokio::task::yield_now().await;
         }
+        Ok(())
+    }
+
+    fn execute_part(&mut self, part: Plan) -> Result<(), SwitchError> {
+        let locator = self.db.read(|d| vtep_db::find_locator(d, &self.tunnel_ip));
+        let (ucast, mcast) = vtep_db::plan_txn(&part, locator, &self.tunnel_ip).run(&self.db)?;
+        self.stats.transactions += 1;
+        debug!(
+            cleared = part.clear.len(),
+            deleted = part.delete.len(),
+            inserted = ucast.len(),
+            unknown_dst = mcast.len(),
+            "local rows written"
+        );
+        self.fdb.applied(&part, &ucast, &mcast, self.now());
         Ok(())
     }
 

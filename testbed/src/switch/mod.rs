@@ -145,6 +145,9 @@ impl SimSwitch {
                 })?;
             bound.push(l.target().clone());
             let mut opts = SessionOptions::default();
+            if let Some(p) = spec.listen_probe {
+                opts.probe = p;
+            }
             if matches!(target, Target::PUnix(_)) {
                 opts.probe = Duration::ZERO;
             }

@@ -44,6 +44,9 @@ pub struct SwitchSpec {
     pub max_backoff: Option<Duration>,
     /// `Manager.inactivity_probe` (OVS default: 5 s; zero disables).
     pub inactivity_probe: Option<Duration>,
+    /// Inactivity probe of sessions accepted on the `listen` targets
+    /// (default 5 s, as ovsdb-server's; zero disables; `punix:` never probes).
+    pub listen_probe: Option<Duration>,
     /// Certificate, key and CA for `ssl:`/`pssl:` targets.
     pub tls: Option<TlsFiles>,
     /// Hosts learnt as soon as bindings exist.
@@ -86,6 +89,7 @@ impl SwitchSpec {
             managers: Vec::new(),
             max_backoff: None,
             inactivity_probe: None,
+            listen_probe: None,
             tls: None,
             aging: None,
         }
@@ -164,6 +168,11 @@ impl SwitchSpec {
 
     pub fn inactivity_probe(mut self, d: Duration) -> SwitchSpec {
         self.inactivity_probe = Some(d);
+        self
+    }
+
+    pub fn listen_probe(mut self, d: Duration) -> SwitchSpec {
+        self.listen_probe = Some(d);
         self
     }
 
@@ -318,6 +327,8 @@ pub struct SwitchSection {
     #[serde(default)]
     pub inactivity_probe_ms: Option<u64>,
     #[serde(default)]
+    pub listen_inactivity_probe_ms: Option<u64>,
+    #[serde(default)]
     pub macs: u32,
     #[serde(default)]
     pub mac_base: Option<Mac>,
@@ -438,6 +449,7 @@ impl SwitchFile {
         }
         s.max_backoff = sec.max_backoff_ms.map(Duration::from_millis);
         s.inactivity_probe = sec.inactivity_probe_ms.map(Duration::from_millis);
+        s.listen_probe = sec.listen_inactivity_probe_ms.map(Duration::from_millis);
         s.population.count = sec.macs;
         s.population.placement = sec.placement;
         s.population.base = match (sec.mac_base, many) {
