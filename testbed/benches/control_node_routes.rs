@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use testbed::control_node::{start, ControlNodeConfig, Fabric};
 use tf_xmpp::enet::EnetEntry;
 use tf_xmpp::io::{client_open, ClientOptions};
-use tf_xmpp::route::{encode_route_publish, encode_vrf_subscribe};
+use tf_xmpp::route::{encode_route_publish, encode_vrf_subscribe, CnMessage};
 use tf_xmpp::session::{spawn_session, Incoming, SessionConfig, SessionHandle};
+use tf_xmpp::{RouteDecoding, RouteStanza};
 
 const VRF: &str = "default-domain:bench:blue:blue";
 
@@ -63,12 +64,24 @@ async fn agent(
     let (stream, _) = client_open(tcp, &ClientOptions::new(name.clone()))
         .await
         .expect("open");
-    let (tx, mut rx, _task) = spawn_session(stream, SessionConfig::agent());
+    // Decoding like the agent does: route messages straight to values (tf_xmpp::fast).
+    let config = SessionConfig {
+        route_decoding: RouteDecoding::CnMessages,
+        ..SessionConfig::agent()
+    };
+    let (tx, mut rx, _task) = spawn_session(stream, config);
     tx.send(encode_vrf_subscribe(&name, VRF, 5001, 1))
         .expect("subscribe");
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             match ev {
+                Incoming::Route(RouteStanza::Cn(CnMessage::RouteUpdate { items: i, .. })) => {
+                    items.fetch_add(i.len(), Ordering::Relaxed);
+                }
+                Incoming::Route(RouteStanza::Cn(CnMessage::RouteRetract { routes, .. })) => {
+                    retracts.fetch_add(routes.len(), Ordering::Relaxed);
+                }
+                Incoming::Route(_) => {}
                 Incoming::Stanza(el) => {
                     if let Some(items_el) = el.child("event").and_then(|e| e.child("items")) {
                         items.fetch_add(items_el.children_named("item").count(), Ordering::Relaxed);

@@ -179,6 +179,10 @@ impl Element {
 
 /// Escapes character data.
 pub fn escape_text_into(s: &str, out: &mut String) {
+    if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>')) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -192,6 +196,13 @@ pub fn escape_text_into(s: &str, out: &mut String) {
 /// Escapes a double-quoted attribute value (whitespace controls as character references so
 /// attribute-value normalisation on the other side gives them back unchanged).
 pub fn escape_attr_into(s: &str, out: &mut String) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\t' | b'\n' | b'\r'))
+    {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -204,6 +215,54 @@ pub fn escape_attr_into(s: &str, out: &mut String) {
             c => out.push(c),
         }
     }
+}
+
+/// Writes a decimal number without the formatting machinery.
+pub(crate) fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
+}
+
+/// Writes `<name>text</name>`, or `<name/>` for empty text: what [`leaf`] serialises to.
+pub(crate) fn write_leaf(out: &mut String, name: &str, text: &str) {
+    out.push('<');
+    out.push_str(name);
+    if text.is_empty() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    escape_text_into(text, out);
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// [`write_leaf`] for a number.
+pub(crate) fn write_leaf_u32(out: &mut String, name: &str, v: u32) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    push_u64(out, v.into());
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// [`write_leaf`] for a boolean (`true` / `false`).
+pub(crate) fn write_leaf_bool(out: &mut String, name: &str, v: bool) {
+    write_leaf(out, name, if v { "true" } else { "false" });
 }
 
 /// Escapes an attribute value into a new string.
@@ -346,27 +405,34 @@ pub(crate) fn leaf(name: &str, value: impl ToString) -> Element {
 }
 
 /// Parses an unsigned integer field; empty text means 0 (TF writes every member, even unset ones).
-pub(crate) fn parse_u64_field(
+pub(crate) fn parse_u64_str(
     field: &'static str,
-    text: Option<String>,
+    text: Option<&str>,
 ) -> Result<u64, crate::error::StanzaError> {
     match text {
         None => Ok(0),
-        Some(t) if t.is_empty() => Ok(0),
+        Some("") => Ok(0),
         Some(t) => t
             .parse::<u64>()
             .map_err(|_| crate::error::StanzaError::invalid(field, t)),
     }
 }
 
-/// Parses a u32 field like [`parse_u64_field`].
+/// Parses a u32 field like [`parse_u64_str`].
 pub(crate) fn parse_u32_field(
     field: &'static str,
     text: Option<String>,
 ) -> Result<u32, crate::error::StanzaError> {
-    let v = parse_u64_field(field, text.clone())?;
-    u32::try_from(v)
-        .map_err(|_| crate::error::StanzaError::invalid(field, text.unwrap_or_default()))
+    parse_u32_str(field, text.as_deref())
+}
+
+/// [`parse_u32_field`] on borrowed text.
+pub(crate) fn parse_u32_str(
+    field: &'static str,
+    text: Option<&str>,
+) -> Result<u32, crate::error::StanzaError> {
+    let v = parse_u64_str(field, text)?;
+    u32::try_from(v).map_err(|_| crate::error::StanzaError::invalid(field, text.unwrap_or("")))
 }
 
 /// Parses a boolean field (`true`/`false`/`1`/`0`; empty means false).
@@ -374,7 +440,15 @@ pub(crate) fn parse_bool_field(
     field: &'static str,
     text: Option<String>,
 ) -> Result<bool, crate::error::StanzaError> {
-    match text.as_deref() {
+    parse_bool_str(field, text.as_deref())
+}
+
+/// [`parse_bool_field`] on borrowed text.
+pub(crate) fn parse_bool_str(
+    field: &'static str,
+    text: Option<&str>,
+) -> Result<bool, crate::error::StanzaError> {
+    match text {
         None | Some("") | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
         Some(other) => Err(crate::error::StanzaError::invalid(field, other)),

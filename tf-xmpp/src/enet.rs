@@ -4,7 +4,10 @@
 //! Decoding accepts members in any order, treats empty elements as unset and ignores unknown
 //! elements.
 
-use crate::element::{leaf, parse_bool_field, parse_u32_field, Element};
+use crate::element::{
+    escape_attr_into, leaf, parse_bool_field, parse_u32_field, push_u64, write_leaf,
+    write_leaf_bool, write_leaf_u32, Element,
+};
 use crate::error::StanzaError;
 
 /// Address family L2VPN.
@@ -92,6 +95,41 @@ impl EnetNlri {
         id
     }
 
+    /// Writes [`EnetNlri::item_id`] escaped as an attribute value.
+    pub fn write_item_id_attr(&self, out: &mut String) {
+        if self.ethernet_tag != 0 {
+            push_u64(out, self.ethernet_tag.into());
+            out.push('-');
+        }
+        escape_attr_into(&self.mac, out);
+        out.push(',');
+        escape_attr_into(&self.address, out);
+        if self.is_multicast() {
+            out.push(',');
+            escape_attr_into(&self.group, out);
+            out.push(',');
+            escape_attr_into(
+                if is_unset_address(&self.source) {
+                    "0.0.0.0"
+                } else {
+                    &self.source
+                },
+                out,
+            );
+        }
+    }
+
+    /// Writes [`EnetNlri::publish_node`] escaped as an attribute value.
+    pub fn write_publish_node_attr(&self, out: &mut String) {
+        push_u64(out, self.af.into());
+        out.push('/');
+        push_u64(out, self.safi.into());
+        out.push('/');
+        escape_attr_into(&self.mac, out);
+        out.push(',');
+        escape_attr_into(&self.address, out);
+    }
+
     /// The agent's publish node of §4.2: `25/242/<mac>,<ip>/<plen>`.
     pub fn publish_node(&self) -> String {
         format!("{}/{}/{},{}", self.af, self.safi, self.mac, self.address)
@@ -117,6 +155,31 @@ impl EnetNlri {
             .leaf("group", group)
             .leaf("source", source)
             .leaf("flags", self.flags)
+    }
+
+    /// Writes exactly what `to_element(unset_group).to_xml()` gives, without the tree.
+    fn write_xml(&self, unset_group: &str, out: &mut String) {
+        let unset = |v: &'_ str| is_unset_address(v);
+        out.push_str("<nlri>");
+        write_leaf_u32(out, "af", self.af);
+        write_leaf_u32(out, "safi", self.safi);
+        write_leaf_u32(out, "ethernet-tag", self.ethernet_tag);
+        write_leaf(out, "mac", &self.mac);
+        write_leaf(out, "address", &self.address);
+        let group = if unset(&self.group) {
+            unset_group
+        } else {
+            &self.group
+        };
+        let source = if unset(&self.source) {
+            unset_group
+        } else {
+            &self.source
+        };
+        write_leaf(out, "group", group);
+        write_leaf(out, "source", source);
+        write_leaf_u32(out, "flags", self.flags);
+        out.push_str("</nlri>");
     }
 
     fn from_element(el: &Element) -> Result<Self, StanzaError> {
@@ -221,6 +284,36 @@ impl EnetNextHop {
             .child_with(encaps)
             .child_with(tags)
             .leaf("local-sequence-number", self.local_sequence_number)
+    }
+
+    /// Writes exactly what `to_element().to_xml()` gives, without the tree.
+    fn write_xml(&self, out: &mut String) {
+        out.push_str("<next-hop>");
+        write_leaf_u32(out, "af", self.af);
+        write_leaf(out, "address", &self.address);
+        write_leaf(out, "mac", &self.mac);
+        write_leaf_u32(out, "label", self.label);
+        write_leaf_u32(out, "l3-label", self.l3_label);
+        if self.tunnel_encapsulation.is_empty() {
+            out.push_str("<tunnel-encapsulation-list/>");
+        } else {
+            out.push_str("<tunnel-encapsulation-list>");
+            for e in &self.tunnel_encapsulation {
+                write_leaf(out, "tunnel-encapsulation", e);
+            }
+            out.push_str("</tunnel-encapsulation-list>");
+        }
+        if self.tags.is_empty() {
+            out.push_str("<tag-list/>");
+        } else {
+            out.push_str("<tag-list>");
+            for t in &self.tags {
+                write_leaf_u32(out, "tag", *t);
+            }
+            out.push_str("</tag-list>");
+        }
+        write_leaf_u32(out, "local-sequence-number", self.local_sequence_number);
+        out.push_str("</next-hop>");
     }
 
     fn from_element(el: &Element) -> Result<Self, StanzaError> {
@@ -383,6 +476,64 @@ impl EnetEntry {
             .child_with(olist("leaf-olist", &self.leaf_olist))
             .leaf("replicator-address", &self.replicator_address)
             .leaf("etree-leaf", self.etree_leaf)
+    }
+
+    /// Writes `<entry>` exactly as `to_element_with(unset_group).to_xml()` would, without
+    /// building the tree (the hot path of publishing and reflecting routes).
+    pub fn write_xml_with(&self, unset_group: &str, out: &mut String) {
+        fn list(out: &mut String, name: &str, hops: &[EnetNextHop]) {
+            out.push('<');
+            out.push_str(name);
+            if hops.is_empty() {
+                out.push_str("/>");
+                return;
+            }
+            out.push('>');
+            for nh in hops {
+                nh.write_xml(out);
+            }
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+        out.push_str("<entry>");
+        self.nlri.write_xml(unset_group, out);
+        list(out, "next-hops", &self.next_hops);
+        list(out, "olist", &self.olist);
+        write_leaf(out, "virtual-network", &self.virtual_network);
+        out.push_str("<mobility seqno=\"");
+        push_u64(out, self.mobility.seqno.into());
+        out.push_str(if self.mobility.sticky {
+            "\" sticky=\"true\"/>"
+        } else {
+            "\" sticky=\"false\"/>"
+        });
+        write_leaf_u32(out, "sequence-number", self.sequence_number);
+        if self.security_groups.is_empty() {
+            out.push_str("<security-group-list/>");
+        } else {
+            out.push_str("<security-group-list>");
+            for sg in &self.security_groups {
+                write_leaf_u32(out, "security-group", *sg);
+            }
+            out.push_str("</security-group-list>");
+        }
+        write_leaf_u32(out, "local-preference", self.local_preference);
+        write_leaf_u32(out, "med", self.med);
+        write_leaf_bool(
+            out,
+            "edge-replication-not-supported",
+            self.edge_replication_not_supported,
+        );
+        write_leaf_bool(
+            out,
+            "assisted-replication-supported",
+            self.assisted_replication_supported,
+        );
+        list(out, "leaf-olist", &self.leaf_olist);
+        write_leaf(out, "replicator-address", &self.replicator_address);
+        write_leaf_bool(out, "etree-leaf", self.etree_leaf);
+        out.push_str("</entry>");
     }
 
     /// `<entry>` as an agent writes it (empty group/source).
@@ -549,6 +700,42 @@ mod tests {
         // The CN's 0.0.0.0 means unset.
         let back = EnetEntry::from_element(&Element::parse(&cn).unwrap()).unwrap();
         assert!(!back.nlri.is_multicast());
+    }
+
+    #[test]
+    fn direct_writer_matches_the_tree() {
+        let mut e = EnetEntry::tor_mac(5001, "02:aa:bb:00:00:01", "192.0.2.21", 7);
+        let mut cases = vec![e.clone()];
+        e.nlri.group = "225.1.1.1".into();
+        e.nlri.source = " ".into();
+        e.next_hops[0].tags = vec![1, 4_000_000_000];
+        e.next_hops[0].tunnel_encapsulation.push(String::new());
+        e.next_hops[0].mac = "a<b>&\"c'\n".into();
+        e.olist = e.next_hops.clone();
+        e.leaf_olist = vec![EnetNextHop::default()];
+        e.virtual_network = "default-domain:p:&blue".into();
+        e.mobility = Mobility {
+            seqno: 9,
+            sticky: true,
+        };
+        e.security_groups = vec![8000001, 0];
+        e.replicator_address = "198.51.100.7".into();
+        cases.push(e);
+        cases.push(EnetEntry::default());
+        cases.push(EnetEntry::tor_broadcast(1, "192.0.2.21", "198.51.100.7"));
+        for e in &cases {
+            for unset in ["", "0.0.0.0"] {
+                let mut direct = String::new();
+                e.write_xml_with(unset, &mut direct);
+                assert_eq!(direct, e.to_element_with(unset).to_xml());
+            }
+            let mut id = String::new();
+            e.nlri.write_item_id_attr(&mut id);
+            assert_eq!(id, crate::element::escape_attr(&e.nlri.item_id()));
+            let mut node = String::new();
+            e.nlri.write_publish_node_attr(&mut node);
+            assert_eq!(node, crate::element::escape_attr(&e.nlri.publish_node()));
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 use crate::element::Element;
 use crate::error::FrameError;
 use crate::header::{find, scan_header, HeaderScan, StreamHeader};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use memchr::memmem;
 
 /// Default largest stanza accepted from a peer. TF batches at most 16 config objects or 32
 /// routes per stanza, far below this.
@@ -25,6 +26,39 @@ pub enum Frame {
     /// A run of keepalive octets (space, tab, CR, LF, or `0xC8 0x80`).
     Keepalive,
     /// `</stream:stream>`: the peer is closing.
+    StreamEnd,
+}
+
+/// A complete top-level `iq` or `message`, cut from the stream but not parsed yet, so that a
+/// receiver can decode hot stanzas straight from the bytes ([`crate::fast`]) and parse
+/// everything else into an [`Element`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStanza {
+    bytes: Bytes,
+}
+
+impl RawStanza {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The stanza as text; a stanza that is not UTF-8 is a framing error, as in
+    /// [`Framer::next_frame`].
+    pub fn text(&self) -> Result<&str, FrameError> {
+        std::str::from_utf8(&self.bytes).map_err(|_| FrameError::InvalidUtf8)
+    }
+
+    /// Parses into an element tree: exactly what [`Framer::next_frame`] would have returned.
+    pub fn parse(&self) -> Result<Element, FrameError> {
+        Ok(Element::parse(self.text()?)?)
+    }
+}
+
+/// What [`Framer::next_raw_frame`] found: [`Frame`] with the stanza left unparsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawFrame {
+    Stanza(RawStanza),
+    Keepalive,
     StreamEnd,
 }
 
@@ -122,20 +156,38 @@ impl Framer {
         if self.buf[0] != b'<' {
             return Err(FrameError::UnexpectedData(show(&self.buf)));
         }
-        let Some(name) = self.element_name()? else {
+        let Some(name_end) = self.element_name()? else {
             return Ok(None);
         };
         let Some((tag_end, self_closing)) = self.start_tag_end()? else {
             return Ok(None);
         };
-        if self_closing {
-            return self.cut(tag_end).map(Some);
-        }
-        self.take_until_close(&name, tag_end)
+        let raw = if self_closing {
+            self.cut(tag_end)
+        } else {
+            let mut close = Vec::with_capacity(name_end + 1);
+            close.extend_from_slice(b"</");
+            close.extend_from_slice(&self.buf[1..name_end]);
+            match self.take_until_close(&close, tag_end)? {
+                Some(raw) => raw,
+                None => return Ok(None),
+            }
+        };
+        raw.parse().map(Some)
     }
 
     /// Returns the next frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        Ok(match self.next_raw_frame()? {
+            None => None,
+            Some(RawFrame::Stanza(raw)) => Some(Frame::Stanza(raw.parse()?)),
+            Some(RawFrame::Keepalive) => Some(Frame::Keepalive),
+            Some(RawFrame::StreamEnd) => Some(Frame::StreamEnd),
+        })
+    }
+
+    /// Like [`Framer::next_frame`], but stanzas are cut and not parsed (see [`RawStanza`]).
+    pub fn next_raw_frame(&mut self) -> Result<Option<RawFrame>, FrameError> {
         // A loop, not recursion, so a flood of declarations cannot exhaust the stack.
         loop {
             if let Some(step) = self.step()? {
@@ -145,7 +197,7 @@ impl Framer {
     }
 
     /// One framing step: `Some(result)` when done, `None` after skipping a declaration.
-    fn step(&mut self) -> Result<Option<Option<Frame>>, FrameError> {
+    fn step(&mut self) -> Result<Option<Option<RawFrame>>, FrameError> {
         // Keepalive octets between stanzas.
         let mut skip = 0;
         while skip < self.buf.len() {
@@ -165,7 +217,7 @@ impl Framer {
         if skip > 0 {
             self.buf.advance(skip);
             self.resume = 0;
-            return Ok(Some(Some(Frame::Keepalive)));
+            return Ok(Some(Some(RawFrame::Keepalive)));
         }
         if self.buf.is_empty() || self.buf[0] == 0xC8 {
             return Ok(Some(None));
@@ -207,30 +259,37 @@ impl Framer {
                 None => Ok(Some(None)),
                 Some(b'>') => {
                     self.buf.advance(i + 1);
-                    Ok(Some(Some(Frame::StreamEnd)))
+                    Ok(Some(Some(RawFrame::StreamEnd)))
                 }
                 Some(_) => Err(FrameError::UnexpectedData(show(&self.buf))),
             };
         }
-        let Some(name) = self.element_name()? else {
+        let Some(name_end) = self.element_name()? else {
             return Ok(Some(None));
         };
-        if name != "iq" && name != "message" {
-            return Err(FrameError::UnexpectedElement(name));
-        }
+        let close: &[u8] = match &self.buf[1..name_end] {
+            b"iq" => b"</iq",
+            b"message" => b"</message",
+            other => {
+                let name = std::str::from_utf8(other).map_err(|_| FrameError::InvalidUtf8)?;
+                return Err(FrameError::UnexpectedElement(name.to_string()));
+            }
+        };
         let Some((tag_end, self_closing)) = self.start_tag_end()? else {
             return Ok(Some(None));
         };
         if self_closing {
+            let name = String::from_utf8_lossy(&close[2..]).into_owned();
             return Err(FrameError::SelfClosing(name));
         }
         Ok(Some(
-            self.take_until_close(&name, tag_end)?.map(Frame::Stanza),
+            self.take_until_close(close, tag_end)?.map(RawFrame::Stanza),
         ))
     }
 
-    /// The element name after `<` at the buffer start, `None` if not all of it has arrived.
-    fn element_name(&self) -> Result<Option<String>, FrameError> {
+    /// Where the element name after `<` at the buffer start ends (the name is
+    /// `buf[1..end]`), `None` if not all of it has arrived.
+    fn element_name(&self) -> Result<Option<usize>, FrameError> {
         let mut i = 1;
         while i < self.buf.len() {
             let b = self.buf[i];
@@ -251,8 +310,8 @@ impl Framer {
         if i == 1 {
             return Err(FrameError::UnexpectedData(show(&self.buf)));
         }
-        let name = std::str::from_utf8(&self.buf[1..i]).map_err(|_| FrameError::InvalidUtf8)?;
-        Ok(Some(name.to_string()))
+        std::str::from_utf8(&self.buf[1..i]).map_err(|_| FrameError::InvalidUtf8)?;
+        Ok(Some(i))
     }
 
     /// Offset just past the `>` of the start tag at the buffer start (quotes respected), and
@@ -285,11 +344,16 @@ impl Framer {
         Ok(None)
     }
 
-    /// Finds `</name` + optional whitespace + `>` after `from` and cuts the element out.
-    fn take_until_close(&mut self, name: &str, from: usize) -> Result<Option<Element>, FrameError> {
-        let close = format!("</{name}");
+    /// Finds `close` (`</name`) + optional whitespace + `>` after `from` and cuts the element
+    /// out.
+    fn take_until_close(
+        &mut self,
+        close: &[u8],
+        from: usize,
+    ) -> Result<Option<RawStanza>, FrameError> {
+        let finder = memmem::Finder::new(close);
         let mut search = self.resume.max(from);
-        while let Some(rel) = find(&self.buf[search..], close.as_bytes()) {
+        while let Some(rel) = finder.find(&self.buf[search..]) {
             let at = search + rel;
             let mut i = at + close.len();
             while i < self.buf.len() && is_ws(self.buf[i]) {
@@ -303,7 +367,7 @@ impl Framer {
                             limit: self.max_stanza,
                         });
                     }
-                    return self.cut(end).map(Some);
+                    return Ok(Some(self.cut(end)));
                 }
                 // `</iqx` or similar: not our closing tag, keep searching after it.
                 Some(_) => search = at + 1,
@@ -323,7 +387,7 @@ impl Framer {
         Ok(None)
     }
 
-    fn check_size(&self) -> Result<Option<Element>, FrameError> {
+    fn check_size(&self) -> Result<Option<RawStanza>, FrameError> {
         if self.buf.len() > self.max_stanza {
             Err(FrameError::TooLarge {
                 limit: self.max_stanza,
@@ -333,11 +397,10 @@ impl Framer {
         }
     }
 
-    fn cut(&mut self, end: usize) -> Result<Element, FrameError> {
-        let bytes = self.buf.split_to(end);
+    fn cut(&mut self, end: usize) -> RawStanza {
+        let bytes = self.buf.split_to(end).freeze();
         self.resume = 0;
-        let text = std::str::from_utf8(&bytes).map_err(|_| FrameError::InvalidUtf8)?;
-        Ok(Element::parse(text)?)
+        RawStanza { bytes }
     }
 }
 

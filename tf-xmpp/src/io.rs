@@ -4,7 +4,7 @@
 
 use crate::element::Element;
 use crate::error::XmppError;
-use crate::framer::{Frame, Framer, DEFAULT_MAX_STANZA};
+use crate::framer::{Frame, Framer, RawFrame, DEFAULT_MAX_STANZA};
 use crate::header::{client_header, server_header, StreamHeader};
 use crate::liveness::{KEEPALIVE, OPEN_TIMEOUT};
 use crate::tls::{FEATURES_STARTTLS, PROCEED, STARTTLS};
@@ -172,8 +172,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     rd: &mut R,
     framer: &mut Framer,
 ) -> Result<Option<Frame>, XmppError> {
+    Ok(match read_raw_frame(rd, framer).await? {
+        None => None,
+        Some(RawFrame::Stanza(raw)) => Some(Frame::Stanza(raw.parse()?)),
+        Some(RawFrame::Keepalive) => Some(Frame::Keepalive),
+        Some(RawFrame::StreamEnd) => Some(Frame::StreamEnd),
+    })
+}
+
+/// [`read_frame`] with the stanza left unparsed (see [`crate::framer::RawStanza`]).
+pub async fn read_raw_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    framer: &mut Framer,
+) -> Result<Option<RawFrame>, XmppError> {
     loop {
-        if let Some(frame) = framer.next_frame()? {
+        if let Some(frame) = framer.next_raw_frame()? {
             return Ok(Some(frame));
         }
         if !fill(rd, framer).await? {

@@ -5,6 +5,9 @@
 //! * [`header`]: stream headers written byte-exactly as TF writes them (§1.2).
 //! * [`framer`]: an incremental stanza framer (§1.5) with a bounded buffer.
 //! * [`element`]: a small owned element tree parsed with quick-xml, namespaces not resolved.
+//! * [`fast`]: the hot route stanzas (agent publish / collection iqs, CN route messages)
+//!   decoded straight from their text, no element tree; sessions opt in with
+//!   [`session::SessionConfig::route_decoding`].
 //! * [`stanza`]: envelopes and channel dispatch by the `to` resource (§1.6).
 //! * [`config`]: the IFMap config push (§3); [`route`] and [`enet`]: VRF subscribe, route
 //!   publish / reflection and EndOfRib (§4, §5).
@@ -48,6 +51,8 @@
 //!         Incoming::Stanza(el) => el,
 //!         Incoming::Keepalive => { backoff.on_keepalive_received(); continue }
 //!         Incoming::Closed(reason) => { eprintln!("session over: {reason}"); break }
+//!         // Only with `SessionConfig::route_decoding` on: routes already decoded.
+//!         Incoming::Route(_) => continue,
 //!     };
 //!     let Some(st) = Stanza::from_element(el) else { continue };
 //!     if st.is_ignorable_iq() { continue }
@@ -81,6 +86,7 @@ pub mod config;
 pub mod element;
 pub mod enet;
 pub mod error;
+pub mod fast;
 pub mod framer;
 pub mod header;
 pub mod io;
@@ -92,6 +98,7 @@ pub mod tls;
 
 pub use element::{Element, Node};
 pub use error::{FrameError, ParseError, StanzaError, XmppError};
-pub use framer::{Frame, Framer};
+pub use fast::{RouteDecoding, RouteStanza};
+pub use framer::{Frame, Framer, RawFrame, RawStanza};
 pub use header::StreamHeader;
 pub use stanza::{Channel, Stanza, StanzaKind};

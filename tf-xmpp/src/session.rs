@@ -4,8 +4,9 @@
 
 use crate::element::Element;
 use crate::error::XmppError;
-use crate::framer::Frame;
-use crate::io::{read_frame, XmppStream};
+use crate::fast::{RouteDecoding, RouteStanza};
+use crate::framer::RawFrame;
+use crate::io::{read_raw_frame, XmppStream};
 use crate::liveness::{Liveness, LivenessAction, DEFAULT_HOLD_TIME, KEEPALIVE};
 use std::fmt;
 use std::time::Duration;
@@ -25,6 +26,9 @@ pub struct SessionConfig {
     pub outgoing_capacity: usize,
     /// Incoming frames that may wait for the consumer before reading pauses.
     pub incoming_capacity: usize,
+    /// Route stanzas delivered decoded ([`Incoming::Route`]) instead of as element trees.
+    /// Off by default: every stanza is an [`Incoming::Stanza`].
+    pub route_decoding: RouteDecoding,
 }
 
 impl SessionConfig {
@@ -34,6 +38,7 @@ impl SessionConfig {
             keepalive_on_establish: true,
             outgoing_capacity: 4096,
             incoming_capacity: 1024,
+            route_decoding: RouteDecoding::Off,
         }
     }
     pub fn control_node() -> Self {
@@ -81,6 +86,9 @@ impl fmt::Display for CloseReason {
 pub enum Incoming {
     /// An `iq` or `message`.
     Stanza(Element),
+    /// A route stanza decoded on the fast path chosen by [`SessionConfig::route_decoding`];
+    /// the same value the generic decoder would give for the [`Incoming::Stanza`] it replaces.
+    Route(RouteStanza),
     /// A keepalive (the agent counts these for its backoff reset, §1.7).
     Keepalive,
     /// The last event: the session is over.
@@ -178,6 +186,7 @@ where
     let (io, mut framer) = stream.into_parts();
     let (mut rd, mut wr) = tokio::io::split(io);
     let start = Instant::now().into_std();
+    let decoding = config.route_decoding;
     let mut liveness =
         Liveness::established(config.hold_time, start, config.keepalive_on_establish);
     let mut incoming: Option<Incoming> = None;
@@ -258,9 +267,9 @@ where
                 }
                 // Frames already buffered go out without another trip through select.
                 while let Ok(p) = in_tx.try_reserve() {
-                    match framer.next_frame() {
+                    match framer.next_raw_frame() {
                         Ok(None) => break,
-                        Ok(Some(frame)) => match classify(frame, &mut liveness) {
+                        Ok(Some(frame)) => match classify(frame, decoding, &mut liveness) {
                             Ok(item) => p.send(item),
                             Err(reason) => return reason,
                         },
@@ -268,9 +277,9 @@ where
                     }
                 }
             }
-            frame = read_frame(&mut rd, &mut framer), if incoming.is_none() => {
+            frame = read_raw_frame(&mut rd, &mut framer), if incoming.is_none() => {
                 match frame {
-                    Ok(Some(frame)) => match classify(frame, &mut liveness) {
+                    Ok(Some(frame)) => match classify(frame, decoding, &mut liveness) {
                         Ok(item) => incoming = Some(item),
                         Err(reason) => return reason,
                     },
@@ -308,17 +317,28 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
-/// A received frame restarts the hold timer and becomes an [`Incoming`]; a stream end ends it.
-fn classify(frame: Frame, liveness: &mut Liveness) -> Result<Incoming, CloseReason> {
+/// A received frame restarts the hold timer and becomes an [`Incoming`]; a stream end ends it,
+/// and so does a stanza that is not UTF-8 or not well-formed XML.
+fn classify(
+    frame: RawFrame,
+    decoding: RouteDecoding,
+    liveness: &mut Liveness,
+) -> Result<Incoming, CloseReason> {
     match frame {
-        Frame::Stanza(el) => {
+        RawFrame::Stanza(raw) => {
+            let protocol = |e: crate::error::FrameError| CloseReason::Protocol(e.into());
+            let text = raw.text().map_err(protocol)?;
+            let item = match decoding.decode(text) {
+                Some(route) => Incoming::Route(route),
+                None => Incoming::Stanza(Element::parse(text).map_err(|e| protocol(e.into()))?),
+            };
             liveness.on_received(Instant::now().into_std());
-            Ok(Incoming::Stanza(el))
+            Ok(item)
         }
-        Frame::Keepalive => {
+        RawFrame::Keepalive => {
             liveness.on_received(Instant::now().into_std());
             Ok(Incoming::Keepalive)
         }
-        Frame::StreamEnd => Err(CloseReason::PeerClosed { stream_end: true }),
+        RawFrame::StreamEnd => Err(CloseReason::PeerClosed { stream_end: true }),
     }
 }

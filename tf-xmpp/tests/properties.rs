@@ -7,11 +7,13 @@ use tf_xmpp::config::{
     IfmapNode, NodeRef,
 };
 use tf_xmpp::enet::{parse_item_id, EnetEntry, EnetNextHop, EnetNlri, Mobility};
+use tf_xmpp::fast::{decode_agent_route_iq, decode_cn_route_message};
+use tf_xmpp::route::encode_route_retracts;
 use tf_xmpp::route::{
     decode_agent_iq, decode_cn_message, encode_route_publish, encode_route_updates, AgentIq,
     CnMessage, CollectionChange,
 };
-use tf_xmpp::{Element, Frame, Framer, Stanza};
+use tf_xmpp::{Element, Frame, Framer, RawFrame, Stanza};
 
 fn text() -> impl Strategy<Value = String> {
     // Includes markup characters and non-ASCII to exercise escaping.
@@ -132,8 +134,133 @@ fn stanzas(frames: Vec<Frame>) -> Vec<Stanza> {
         .collect()
 }
 
+/// Pieces spliced into valid stanzas to probe the fast decoders' edges.
+const SPLICES: &[&str] = &[
+    "<",
+    ">",
+    "/",
+    "/>",
+    "</",
+    "=",
+    "\"",
+    "'",
+    " ",
+    "\n",
+    "\t",
+    "\r",
+    "&amp;",
+    "&#65;",
+    "&",
+    "]]>",
+    "]",
+    "<!-- c -->",
+    "<![CDATA[x]]>",
+    "<?p?>",
+    "<x/>",
+    "<x>",
+    "</x>",
+    "<entry>",
+    "</entry>",
+    "<item>",
+    "</item>",
+    "<nlri/>",
+    "<af>1</af>",
+    "<mac>m</mac>",
+    "<med>9</med>",
+    "<retract id='aa,1.1.1.1/32'/>",
+    "<next-hop/>",
+    " a='1'",
+    " a='1' a='2'",
+    "é",
+    "\u{1}",
+    "<iq",
+    "<message",
+    "</message>",
+    "</iq>",
+    "x",
+];
+
+fn splice(s: &str, edits: &[(usize, usize, bool)]) -> String {
+    let mut s = s.to_string();
+    for &(at, piece, delete) in edits {
+        let mut at = at % (s.len() + 1);
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        if delete {
+            let mut end = (at + 1 + piece % 8).min(s.len());
+            while !s.is_char_boundary(end) {
+                end += 1;
+            }
+            s.replace_range(at..end, "");
+        } else {
+            s.insert_str(at, SPLICES[piece % SPLICES.len()]);
+        }
+    }
+    s
+}
+
+fn generic(xml: &str) -> Option<Stanza> {
+    Stanza::from_element(Element::parse(xml).ok()?)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever the fast decoders accept, the element tree parses, and the generic decoders
+    /// give the same value; what we write (without references) is always accepted.
+    #[test]
+    fn fast_decoders_agree_with_the_tree(e in entry(), edits in proptest::collection::vec((any::<usize>(), any::<usize>(), any::<bool>()), 0..4)) {
+        let pair = encode_route_publish("tor-agent-a", "v:1", &e, true, 3);
+        let split = pair.find("</iq>").unwrap() + 5;
+        let iqs = [&pair[..split], &pair[split..]];
+        let msgs = [
+            encode_route_updates("tor-agent-a", "v:1", &[e.clone(), e.clone()]).remove(0),
+            encode_route_retracts("tor-agent-a", "v:1", std::slice::from_ref(&e.nlri)).remove(0),
+        ];
+        for iq in iqs {
+            if edits.is_empty() && !iq.contains('&') {
+                prop_assert!(decode_agent_route_iq(iq).is_some(), "{}", iq);
+            }
+            let text = splice(iq, &edits);
+            if let Some(fast) = decode_agent_route_iq(&text) {
+                let st = generic(&text);
+                prop_assert!(st.is_some(), "fast accepted what the tree rejects: {}", text);
+                prop_assert_eq!(decode_agent_iq(&st.unwrap()), Ok(fast), "{}", text);
+            }
+        }
+        for m in &msgs {
+            if edits.is_empty() && !m.contains('&') {
+                prop_assert!(decode_cn_route_message(m).is_some(), "{}", m);
+            }
+            let text = splice(m, &edits);
+            if let Some(fast) = decode_cn_route_message(&text) {
+                let st = generic(&text);
+                prop_assert!(st.is_some(), "fast accepted what the tree rejects: {}", text);
+                prop_assert_eq!(decode_cn_message(&st.unwrap()), Ok(fast), "{}", text);
+            }
+        }
+    }
+
+    /// Raw frames are the same frames, unparsed.
+    #[test]
+    fn raw_frames_parse_to_the_frames(e in entry(), splits in proptest::collection::vec(any::<usize>(), 0..6)) {
+        let mut bytes = b"\xC8\x80<?xml version=\"1.0\"?>".to_vec();
+        bytes.extend_from_slice(encode_route_publish("a", "v", &e, true, 1).as_bytes());
+        bytes.extend_from_slice(b" </stream:stream>");
+        let parsed = frame_all(&bytes, &splits, 1 << 20).unwrap();
+        let mut f = Framer::new(1 << 20);
+        f.push(&bytes);
+        let mut raw = Vec::new();
+        while let Some(fr) = f.next_raw_frame().unwrap() {
+            raw.push(match fr {
+                RawFrame::Stanza(s) => Frame::Stanza(s.parse().unwrap()),
+                RawFrame::Keepalive => Frame::Keepalive,
+                RawFrame::StreamEnd => Frame::StreamEnd,
+            });
+        }
+        prop_assert_eq!(raw, parsed);
+    }
 
     #[test]
     fn entries_round_trip_through_xml(e in entry()) {

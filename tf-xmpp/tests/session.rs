@@ -341,3 +341,58 @@ async fn hold_timer_tolerates_a_slow_large_stanza_but_not_a_stuck_one() {
         Some(Incoming::Closed(CloseReason::HoldTimerExpired))
     ));
 }
+
+/// With route decoding on, route stanzas arrive decoded (the value the generic decoder gives),
+/// everything else as an element, and malformed XML still ends the session.
+#[tokio::test(start_paused = true)]
+async fn route_stanzas_arrive_decoded_when_asked() {
+    use tf_xmpp::enet::EnetEntry;
+    use tf_xmpp::route::{
+        decode_agent_iq, decode_cn_message, encode_route_publish, encode_route_updates,
+        encode_vrf_subscribe,
+    };
+    use tf_xmpp::{Element, RouteDecoding, RouteStanza, Stanza};
+    let generic = |xml: &str| Stanza::from_element(Element::parse(xml).unwrap()).unwrap();
+    let e = EnetEntry::tor_mac(5001, "02:aa:bb:00:00:01", "192.0.2.21", 1);
+    // The CN's side: agent iqs.
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut cfg = SessionConfig::control_node();
+    cfg.route_decoding = RouteDecoding::AgentIqs;
+    let (_tx, mut rx, _t) = spawn_session(tf_xmpp::io::XmppStream::new(a, 1 << 16), cfg);
+    let sub = encode_vrf_subscribe("tor-agent-a", "v", 5, 1);
+    let pair = encode_route_publish("tor-agent-a", "v", &e, true, 2);
+    b.write_all(format!("{sub}\u{200}{pair}<iq type='set'><a></b></iq>").as_bytes())
+        .await
+        .unwrap();
+    match rx.recv().await {
+        Some(Incoming::Stanza(el)) => assert_eq!(el, Element::parse(&sub).unwrap()),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(rx.recv().await, Some(Incoming::Keepalive)));
+    let split = pair.find("</iq>").unwrap() + 5;
+    for part in [&pair[..split], &pair[split..]] {
+        match rx.recv().await {
+            Some(Incoming::Route(RouteStanza::Agent(iq))) => {
+                assert_eq!(Ok(iq), decode_agent_iq(&generic(part)))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        rx.recv().await,
+        Some(Incoming::Closed(CloseReason::Protocol(_)))
+    ));
+    // The agent's side: CN messages.
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut cfg = SessionConfig::agent();
+    cfg.route_decoding = RouteDecoding::CnMessages;
+    let (_tx, mut rx, _t) = spawn_session(tf_xmpp::io::XmppStream::new(a, 1 << 16), cfg);
+    let msg = encode_route_updates("tor-agent-a", "v", &[e.clone(), e]).remove(0);
+    b.write_all(msg.as_bytes()).await.unwrap();
+    match rx.recv().await {
+        Some(Incoming::Route(RouteStanza::Cn(m))) => {
+            assert_eq!(Ok(m), decode_cn_message(&generic(&msg)))
+        }
+        other => panic!("{other:?}"),
+    }
+}

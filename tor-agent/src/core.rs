@@ -1198,8 +1198,8 @@ impl Core {
 
 /// The switch's VTEP IP: what the switch says when we hold it, else config.
 fn switch_vtep(device: &DeviceConfig, db: Option<&SwitchDb>) -> Option<String> {
-    db.and_then(|db| db.physical_switch(&device.name))
-        .and_then(|ps| ps.tunnel_ips.iter().next().cloned())
+    db.and_then(|db| db.tunnel_ip(&device.name))
+        .map(str::to_string)
         .or_else(|| device.vtep_ip.map(|v| v.to_string()))
 }
 

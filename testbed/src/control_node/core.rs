@@ -6,15 +6,16 @@
 use super::fabric::{AgentConfig, Fabric};
 use super::route_table::{BestRoute, PathInfo, RouteKey, RouteTable, WireUpdate};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tf_xmpp::config::encode_config_push;
-use tf_xmpp::enet::{parse_item_id, EnetEntry, AF_L2VPN, SAFI_ENET};
+use tf_xmpp::enet::{parse_item_id, EnetEntry, EnetNlri, AF_L2VPN, BROADCAST_MAC, SAFI_ENET};
 use tf_xmpp::route::{
     config_node_agent, decode_agent_iq, decode_agent_message, encode_cn_end_of_rib,
-    encode_route_retract_bodies, encode_route_retracts, encode_route_update_bodies,
-    encode_route_updates, wrap_cn_event, AgentIq, AgentMessage, CollectionChange, VrfSubscribe,
+    encode_route_retracts, encode_route_updates, wrap_cn_event, write_route_retract_body,
+    write_route_update_body, AgentIq, AgentMessage, CollectionChange, VrfSubscribe,
+    MAX_ITEMS_PER_MESSAGE, MAX_RETRACTS_PER_MESSAGE,
 };
 use tf_xmpp::{Element, Stanza, StanzaKind};
 use tracing::{debug, info, warn};
@@ -113,20 +114,47 @@ pub struct AgentInfo {
     pub eor_received: bool,
 }
 
+/// One input from an agent's session: a stanza as an element tree, or a route iq already
+/// decoded on the session's fast path (`tf_xmpp::fast`).
+#[derive(Debug)]
+pub enum AgentInput {
+    Stanza(Element),
+    Iq(AgentIq),
+}
+
 /// The control node's state.
 #[derive(Debug)]
 pub struct Core {
     fabric: Fabric,
+    /// VRF name → the FQ name of its virtual network, for VRFs the fabric knows (cached from
+    /// the fabric so that reflecting a route does not search it).
+    vrf_vn: HashMap<String, String>,
     settings: CoreSettings,
     peers: BTreeMap<PeerId, Peer>,
     table: RouteTable,
     counters: Counters,
+    /// Wire updates gathered while a batch of inputs is handled, per VRF in arrival order;
+    /// sent by [`Core::flush`].
+    pending: BTreeMap<String, Vec<WireUpdate>>,
+}
+
+/// The publish-node prefix of EVPN routes.
+const ENET_NODE_PREFIX: &str = "25/242/";
+
+/// What `Fabric::vn_of_vrf` finds (the first VN with that VRF), by VRF name.
+fn vrf_vn_index(fabric: &Fabric) -> HashMap<String, String> {
+    let mut index = HashMap::new();
+    for vn in &fabric.virtual_networks {
+        index.entry(vn.vrf_name()).or_insert_with(|| vn.fq_name());
+    }
+    index
 }
 
 /// Why a route add is rejected (checklist #24).
 fn validate_add(node: &str, entry: &EnetEntry) -> Result<(), String> {
-    let fam = format!("{AF_L2VPN}/{SAFI_ENET}/");
-    if !node.starts_with(&fam) {
+    debug_assert_eq!(ENET_NODE_PREFIX, format!("{AF_L2VPN}/{SAFI_ENET}/"));
+    let fam = ENET_NODE_PREFIX;
+    if !node.starts_with(fam) {
         return Err(format!("publish node {node:?} is not {fam}..."));
     }
     if entry.nlri.af != AF_L2VPN || entry.nlri.safi != SAFI_ENET {
@@ -162,18 +190,43 @@ fn withdraw_key(node: &str, entry: Option<&EnetEntry>) -> Option<RouteKey> {
     if let Some(e) = entry {
         return Some(RouteKey::from_nlri(&e.nlri));
     }
-    let rest = node.strip_prefix("25/242/")?;
+    let rest = node.strip_prefix(ENET_NODE_PREFIX)?;
     parse_item_id(rest).ok().map(|n| RouteKey::from_nlri(&n))
+}
+
+/// The updates of a VRF with, for a key that changed more than once, only its last update
+/// (each update is a full replacement, §5.1), in the order of those last updates.
+fn last_per_key(updates: Vec<WireUpdate>) -> Vec<WireUpdate> {
+    if updates.len() < 2 {
+        return updates;
+    }
+    let mut keep = vec![false; updates.len()];
+    let mut seen: HashSet<(u32, &str, &str)> = HashSet::with_capacity(updates.len());
+    for (i, u) in updates.iter().enumerate().rev() {
+        let key = match u {
+            WireUpdate::Advertise(e) => (e.nlri.ethernet_tag, &*e.nlri.mac, &*e.nlri.address),
+            WireUpdate::Withdraw(k) => (k.ethernet_tag, &*k.mac, &*k.address),
+        };
+        keep[i] = seen.insert(key);
+    }
+    drop(seen);
+    updates
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(u, k)| k.then_some(u))
+        .collect()
 }
 
 impl Core {
     pub fn new(fabric: Fabric, settings: CoreSettings) -> Self {
         Core {
+            vrf_vn: vrf_vn_index(&fabric),
             fabric,
             settings,
             peers: BTreeMap::new(),
             table: RouteTable::new(),
             counters: Counters::default(),
+            pending: BTreeMap::new(),
         }
     }
 
@@ -191,13 +244,13 @@ impl Core {
     }
 
     fn vrf_known(&self, vrf: &str) -> bool {
-        self.fabric.vn_of_vrf(vrf).is_some()
+        self.vrf_vn.contains_key(vrf)
     }
 
     /// Route distinguisher group: per agent for broadcast keys (TF: `<agent-ip>:<instance-id>`;
     /// we add the agent name because testbeds run every agent on one loopback address).
-    fn rd(peer: &Peer, key: &RouteKey, vrf: &str) -> String {
-        if key.is_broadcast() {
+    fn rd(peer: &Peer, broadcast: bool, vrf: &str) -> String {
+        if broadcast {
             let id = peer.vrfs.get(vrf).map(|s| s.instance_id).unwrap_or(0);
             format!("{}@{}:{}", peer.name, peer.remote_ip, id)
         } else {
@@ -255,11 +308,16 @@ impl Core {
         self.counters.sessions_closed += 1;
         let updates = self.table.remove_agent(&peer.name, None);
         info!(agent = %peer.name, paths_withdrawn = updates.len(), "agent session removed");
-        self.fan_out(updates, &mut out);
+        for (vrf, u) in updates {
+            self.defer(&vrf, u);
+        }
+        self.flush(&mut out);
         out
     }
 
     fn violation(&mut self, id: PeerId, reason: String, out: &mut Vec<Output>) {
+        // What was reflected before the offending stanza goes out first.
+        self.flush(out);
         self.counters.protocol_violations += 1;
         let name = self
             .peers
@@ -273,18 +331,56 @@ impl Core {
 
     /// A stanza from an agent.
     pub fn handle_stanza(&mut self, id: PeerId, element: Element, now: Instant) -> Vec<Output> {
+        self.handle_batch(id, [AgentInput::Stanza(element)], now)
+    }
+
+    /// A route iq from an agent, decoded on the session's fast path: the same as
+    /// [`Core::handle_stanza`] with the `iq` it was decoded from.
+    pub fn handle_agent_iq(&mut self, id: PeerId, iq: AgentIq, now: Instant) -> Vec<Output> {
+        self.handle_batch(id, [AgentInput::Iq(iq)], now)
+    }
+
+    /// Inputs that arrived together from one agent, handled in order as if one by one, except
+    /// that the reflections of consecutive route changes go out together: per VRF, adds in
+    /// messages of up to 32 items and withdrawals of up to 256 retracts (XMPP.md §5.1), with
+    /// only the last update of a key that changed several times. Anything else that sends
+    /// (a subscribe's table, a config push, a violation) first sends what was gathered, so
+    /// every agent sees the same order of events per route as without batching.
+    pub fn handle_batch(
+        &mut self,
+        id: PeerId,
+        inputs: impl IntoIterator<Item = AgentInput>,
+        now: Instant,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
+        for input in inputs {
+            match input {
+                AgentInput::Stanza(el) => self.stanza(id, el, now, &mut out),
+                AgentInput::Iq(iq) => {
+                    let Some(peer) = self.peers.get_mut(&id) else {
+                        continue;
+                    };
+                    peer.stanzas_received += 1;
+                    self.handle_iq(id, iq, now, &mut out);
+                }
+            }
+        }
+        self.flush(&mut out);
+        out
+    }
+
+    fn stanza(&mut self, id: PeerId, element: Element, now: Instant, out: &mut Vec<Output>) {
         let Some(peer) = self.peers.get_mut(&id) else {
-            return out;
+            return;
         };
         peer.stanzas_received += 1;
         let Some(stanza) = Stanza::from_element(element) else {
             self.violation(
                 id,
                 "top-level element is neither iq nor message".into(),
-                &mut out,
+                out,
             );
-            return out;
+            return;
         };
         match stanza.kind {
             StanzaKind::Message => match decode_agent_message(&stanza) {
@@ -296,14 +392,17 @@ impl Core {
             },
             StanzaKind::Iq if stanza.is_ignorable_iq() => self.counters.stanzas_ignored += 1,
             StanzaKind::Iq => match decode_agent_iq(&stanza) {
-                Ok(iq) => self.handle_iq(id, iq, now, &mut out),
-                Err(e) => self.violation(id, format!("malformed iq: {e}"), &mut out),
+                Ok(iq) => self.handle_iq(id, iq, now, out),
+                Err(e) => self.violation(id, format!("malformed iq: {e}"), out),
             },
         }
-        out
     }
 
     fn handle_iq(&mut self, id: PeerId, iq: AgentIq, now: Instant, out: &mut Vec<Output>) {
+        // Subscriptions and config change who gets what: send what was gathered first.
+        if !matches!(iq, AgentIq::Publish { .. } | AgentIq::Collection { .. }) {
+            self.flush(out);
+        }
         // A publish must be immediately followed by its collection (§4.2).
         if !matches!(iq, AgentIq::Collection { .. }) {
             if let Some(p) = self.peers.get_mut(&id) {
@@ -368,7 +467,10 @@ impl Core {
                 self.counters.vrf_unsubscribes += 1;
                 let name = peer.name.clone();
                 let updates = self.table.remove_agent(&name, Some(&vrf));
-                self.fan_out(updates, out);
+                for (vrf, u) in updates {
+                    self.defer(&vrf, u);
+                }
+                self.flush(out);
             }
             AgentIq::Publish { node, entry } => {
                 peer.pending_publish = Some((node, entry));
@@ -384,9 +486,9 @@ impl Core {
                         self.route_add(id, &vrf, &node, entry, out)
                     }
                     (Some((node, entry)), Some(CollectionChange::Dissociate(n))) if n == node => {
-                        self.route_withdraw(id, &vrf, &node, entry.as_deref())
-                            .into_iter()
-                            .for_each(|u| self.fan_out(vec![(vrf.clone(), u)], out));
+                        if let Some(u) = self.route_withdraw(id, &vrf, &node, entry.as_deref()) {
+                            self.defer(&vrf, u);
+                        }
                     }
                     _ => self.counters.collections_discarded += 1,
                 }
@@ -419,16 +521,15 @@ impl Core {
             return;
         }
         let mut entry = *entry;
-        entry.nlri.mac = entry.nlri.mac.to_ascii_lowercase();
-        let key = RouteKey::from_nlri(&entry.nlri);
-        let rd = Self::rd(peer, &key, vrf);
-        let name = peer.name.clone();
+        entry.nlri.mac.make_ascii_lowercase();
+        let rd = Self::rd(peer, entry.nlri.mac == BROADCAST_MAC, vrf);
         self.counters.routes_added += 1;
+        let update = self.table.add_path(vrf, &rd, &peer.name, entry);
         if let Some(p) = self.peers.get_mut(&id) {
             p.routes_published += 1;
         }
-        if let Some(u) = self.table.add_path(vrf, &rd, &name, entry) {
-            self.fan_out(vec![(vrf.to_string(), u)], out);
+        if let Some(u) = update {
+            self.defer(vrf, u);
         }
     }
 
@@ -448,18 +549,16 @@ impl Core {
             self.counters.withdraws_ignored += 1;
             return None;
         }
-        let rd = Self::rd(peer, &key, vrf);
-        let name = peer.name.clone();
+        let rd = Self::rd(peer, key.is_broadcast(), vrf);
         self.counters.routes_withdrawn += 1;
-        self.table.remove_path(vrf, &rd, &name, &key)
+        self.table.remove_path(vrf, &rd, &peer.name, &key)
     }
 
     /// Fills `virtual-network` (the VN FQ name) in what is sent, as a TF CN does.
     fn decorated(&self, vrf: &str, mut entries: Vec<EnetEntry>) -> Vec<EnetEntry> {
-        if let Some(vn) = self.fabric.vn_of_vrf(vrf) {
-            let fq = vn.fq_name();
+        if let Some(fq) = self.vrf_vn.get(vrf) {
             for e in &mut entries {
-                e.virtual_network = fq.clone();
+                e.virtual_network.clone_from(fq);
             }
         }
         entries
@@ -502,44 +601,69 @@ impl Core {
         self.counters.retracts_sent += keys.len() as u64;
     }
 
-    /// Sends wire updates to every agent subscribed to the VRF (known VRF, ribout wanted),
-    /// the originator included (§5.1).
-    fn fan_out(&mut self, updates: Vec<(String, WireUpdate)>, out: &mut Vec<Output>) {
-        let mut by_vrf: BTreeMap<String, (Vec<EnetEntry>, Vec<RouteKey>)> = BTreeMap::new();
-        for (vrf, u) in updates {
-            let slot = by_vrf.entry(vrf).or_default();
-            match u {
-                WireUpdate::Advertise(e) => slot.0.push(*e),
-                WireUpdate::Withdraw(k) => slot.1.push(k),
+    /// Gathers a wire update for the VRF's subscribers; [`Core::flush`] sends it.
+    fn defer(&mut self, vrf: &str, u: WireUpdate) {
+        match self.pending.get_mut(vrf) {
+            Some(list) => list.push(u),
+            None => {
+                self.pending.insert(vrf.to_string(), vec![u]);
             }
         }
-        for (vrf, (adds, withdraws)) in by_vrf {
-            if !self.vrf_known(&vrf) {
+    }
+
+    /// Sends the gathered wire updates to every agent subscribed to their VRF (known VRF,
+    /// ribout wanted), the originator included (§5.1): per VRF the adds, then the
+    /// withdrawals, of each key only its last update. Each message body is written once and
+    /// wrapped per agent.
+    fn flush(&mut self, out: &mut Vec<Output>) {
+        for (vrf, updates) in std::mem::take(&mut self.pending) {
+            let Some(fq) = self.vrf_vn.get(&vrf) else {
                 continue;
+            };
+            let mut adds: Vec<EnetEntry> = Vec::new();
+            let mut withdraws: Vec<EnetNlri> = Vec::new();
+            for u in last_per_key(updates) {
+                match u {
+                    WireUpdate::Advertise(mut e) => {
+                        // Fills `virtual-network` (the VN FQ name), as a TF CN does.
+                        e.virtual_network.clone_from(fq);
+                        adds.push(*e);
+                    }
+                    WireUpdate::Withdraw(k) => withdraws.push(k.to_nlri()),
+                }
             }
-            let adds = self.decorated(&vrf, adds);
-            let targets: Vec<(PeerId, String)> = self
+            let targets: Vec<(PeerId, &str)> = self
                 .peers
                 .iter()
                 .filter(|(_, p)| p.vrfs.get(&vrf).is_some_and(|s| !s.no_ribout))
-                .map(|(id, p)| (*id, p.name.clone()))
+                .map(|(id, p)| (*id, p.name.as_str()))
                 .collect();
-            // Each entry's XML is written once and wrapped per agent.
-            let add_bodies = encode_route_update_bodies(&vrf, &adds);
-            let nlris: Vec<_> = withdraws.iter().map(RouteKey::to_nlri).collect();
-            let retract_bodies = encode_route_retract_bodies(&vrf, &nlris);
-            for (id, name) in targets {
-                for b in add_bodies.iter().chain(&retract_bodies) {
+            if targets.is_empty() {
+                continue;
+            }
+            let mut bodies = Vec::new();
+            for chunk in adds.chunks(MAX_ITEMS_PER_MESSAGE) {
+                let mut body = String::with_capacity(64 + vrf.len() + chunk.len() * 1200);
+                write_route_update_body(&mut body, &vrf, chunk);
+                bodies.push(body);
+            }
+            for chunk in withdraws.chunks(MAX_RETRACTS_PER_MESSAGE) {
+                let mut body = String::with_capacity(64 + vrf.len() + chunk.len() * 64);
+                write_route_retract_body(&mut body, &vrf, chunk);
+                bodies.push(body);
+            }
+            for (id, name) in &targets {
+                for b in &bodies {
                     out.push(Output::Send {
-                        peer: id,
-                        data: wrap_cn_event(&name, b),
+                        peer: *id,
+                        data: wrap_cn_event(name, b),
                     });
                 }
-                self.counters.route_messages_sent +=
-                    (add_bodies.len() + retract_bodies.len()) as u64;
-                self.counters.items_sent += adds.len() as u64;
-                self.counters.retracts_sent += withdraws.len() as u64;
             }
+            let n = targets.len() as u64;
+            self.counters.route_messages_sent += bodies.len() as u64 * n;
+            self.counters.items_sent += adds.len() as u64 * n;
+            self.counters.retracts_sent += withdraws.len() as u64 * n;
         }
     }
 
@@ -576,7 +700,8 @@ impl Core {
     /// disappeared (their subscriptions go back to pending).
     pub fn set_fabric(&mut self, fabric: Fabric) -> Vec<Output> {
         let mut out = Vec::new();
-        let old = std::mem::replace(&mut self.fabric, fabric);
+        self.fabric = fabric;
+        let old_vrf_vn = std::mem::replace(&mut self.vrf_vn, vrf_vn_index(&self.fabric));
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in &ids {
             self.push_config(*id, &mut out);
@@ -595,7 +720,7 @@ impl Core {
                 if no_ribout {
                     continue;
                 }
-                let was = old.vn_of_vrf(&vrf).is_some();
+                let was = old_vrf_vn.contains_key(&vrf);
                 let is = self.vrf_known(&vrf);
                 if !was && is {
                     let entries = self.decorated(&vrf, self.table.advertised(&vrf));

@@ -1,7 +1,7 @@
 //! The control node's I/O: the XMPP listener, one task per session, a timer task, and the
 //! [`ControlNodeHandle`] used in-process by tests, the scenario runner and the admin API.
 
-use super::core::{AgentInfo, Core, CoreSettings, Counters, Output, PeerId};
+use super::core::{AgentInfo, AgentInput, Core, CoreSettings, Counters, Output, PeerId};
 use super::fabric::{Fabric, FabricError};
 use super::route_table::{BestRoute, PathInfo};
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tf_xmpp::io::{server_accept, ServerOptions};
 use tf_xmpp::session::{spawn_session, Incoming, SendError, SessionConfig, SessionHandle};
+use tf_xmpp::{RouteDecoding, RouteStanza};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, info_span, warn, Instrument};
@@ -57,6 +58,9 @@ impl ControlNodeConfig {
         }
     }
 }
+
+/// Most stanzas of one session handled under one lock (bounds the lock hold time).
+const MAX_BATCH: usize = 512;
 
 struct State {
     core: Core,
@@ -210,6 +214,7 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr, id: Peer
     let mut scfg = SessionConfig::control_node();
     scfg.hold_time = cfg.hold_time;
     scfg.outgoing_capacity = cfg.outgoing_capacity;
+    scfg.route_decoding = RouteDecoding::AgentIqs;
     let (handle, mut rx, _task) = spawn_session(stream, scfg);
     {
         let mut st = shared.lock();
@@ -221,16 +226,36 @@ async fn serve(shared: Arc<Shared>, tcp: TcpStream, remote: SocketAddr, id: Peer
         st.sessions.insert(id, handle);
     }
     info!(agent = %name, tls = opts.tls.is_some(), "agent session established");
+    let mut batch = Vec::with_capacity(MAX_BATCH);
     let reason = loop {
-        match rx.recv().await {
-            Some(Incoming::Stanza(el)) => {
-                let mut st = shared.lock();
-                let out = st.core.handle_stanza(id, el, Instant::now());
-                dispatch(&mut st, out);
+        // Everything the session has already received is handled under one lock, so the
+        // reflections of a burst of routes go out in full messages (see `Core::handle_batch`).
+        let mut closed = None;
+        let mut next = rx.recv().await;
+        loop {
+            match next {
+                Some(Incoming::Stanza(el)) => batch.push(AgentInput::Stanza(el)),
+                Some(Incoming::Route(RouteStanza::Agent(iq))) => batch.push(AgentInput::Iq(iq)),
+                // Only an agent's session decodes CN messages.
+                Some(Incoming::Route(RouteStanza::Cn(_))) | Some(Incoming::Keepalive) => {}
+                Some(Incoming::Closed(reason)) => closed = Some(reason.to_string()),
+                None => closed = Some("session task ended".to_string()),
             }
-            Some(Incoming::Keepalive) => {}
-            Some(Incoming::Closed(reason)) => break reason.to_string(),
-            None => break "session task ended".to_string(),
+            if closed.is_some() || batch.len() >= MAX_BATCH {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(item) => next = Some(item),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let mut st = shared.lock();
+            let out = st.core.handle_batch(id, batch.drain(..), Instant::now());
+            dispatch(&mut st, out);
+        }
+        if let Some(reason) = closed {
+            break reason;
         }
     };
     info!(agent = %name, %reason, "agent session closed");

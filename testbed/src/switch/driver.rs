@@ -4,12 +4,12 @@
 //! commands from handles, and writes what the FDB implies. No thread of its
 //! own: a thousand switches are a thousand tasks on the shared runtime.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ovsdb::server::{Db, Subscription};
 use ovsdb::Uuid;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -19,8 +19,25 @@ use super::vtep_db::{self, CommitEvents};
 use super::SwitchError;
 
 /// Rows per transaction: a big population is learnt in several commits,
-/// as a switch's agent writes in batches, so no single update is huge.
-pub const MAX_CHANGES_PER_TXN: usize = 2000;
+/// as a switch's agent writes in batches, so no single update is huge and
+/// no switch holds a worker thread for long.
+pub const MAX_CHANGES_PER_TXN: usize = 500;
+
+/// Transactions of all switches in the process that may run at once.
+///
+/// A thousand switches learning a thousand MACs each is tens of seconds of
+/// CPU. If every switch's task were runnable at once, a session's task
+/// (answering an echo, sending an update) would wait behind all of them
+/// and its peer's inactivity probe would fire. With at most this many
+/// writers runnable, sessions get the cores every few milliseconds and the
+/// burst takes as long as it must.
+fn write_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Semaphore::new(cores.max(1))
+    })
+}
 /// Plans tried in a row before waiting for `RETRY_AFTER` (a transaction
 /// can fail when the manager changes rows it refers to at the same time).
 const MAX_ATTEMPTS: usize = 4;
@@ -167,7 +184,12 @@ impl Driver {
 
     async fn execute(&mut self, plan: Plan) -> Result<(), SwitchError> {
         for part in plan.split(MAX_CHANGES_PER_TXN) {
-            self.execute_part(part)?;
+            {
+                // The semaphore is never closed; a failure would only mean
+                // writing without a slot.
+                let _slot = write_slots().acquire().await.ok();
+                self.execute_part(part)?;
+            }
             // Let sessions (and other switches) run between big commits: a
             // thousand switches learning at once must not starve the
             // sessions' probes and updates. The transaction's JSON is freed

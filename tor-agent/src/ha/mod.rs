@@ -245,12 +245,18 @@ impl SwitchHa {
         let before: Vec<ExportKey> = self.contributed.keys().cloned().collect();
         let mut wanted: BTreeMap<ExportKey, EnetEntry> = BTreeMap::new();
         self.wake_at = None;
-        if input.vtep.is_some() {
+        if let Some(vtep) = input.vtep.as_deref() {
+            // Routes toward this switch, found through the next-hop index
+            // rather than by scanning whole VRFs.
+            let mut via: HashMap<&str, Vec<Mac>> = HashMap::new();
+            for (vrf, key) in input.routes.keys_via(vtep) {
+                via.entry(vrf.as_str()).or_default().push(key.mac);
+            }
             for (vn, cfg) in &input.device.vns {
                 let Some(vrf) = cfg.vrf.as_deref() else {
                     continue;
                 };
-                let mut macs: Vec<Mac> = input.routes.keys(vrf).map(|k| k.mac).collect();
+                let mut macs: Vec<Mac> = via.get(vrf).cloned().unwrap_or_default();
                 if let Some(db) = input.db {
                     if let Some(ls) = db.ls_by_name(&ls_name(vn)) {
                         macs.extend(db.locals_of(&ls).map(|r| r.mac));

@@ -6,7 +6,7 @@
 //! while it is away; they go when it comes back and its End-of-RIB (or a
 //! timeout) shows they were not re-advertised.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tf_xmpp::enet::EnetEntry;
 
@@ -51,6 +51,10 @@ pub struct RouteStore {
     cns: Vec<CnRoutes>,
     /// VRF → MAC → keys carrying that MAC (any CN), for per-MAC lookups.
     by_mac: HashMap<String, HashMap<Mac, BTreeSet<RouteKey>>>,
+    /// Next-hop address → (VRF, key) of routes (from any CN) through it:
+    /// finds a switch's own MACs without scanning whole VRFs. May hold a
+    /// few keys whose route no longer uses that next hop; readers check.
+    by_next_hop: HashMap<String, HashSet<(String, RouteKey)>>,
 }
 
 /// A (VRF, key) whose effective route may have changed.
@@ -61,6 +65,7 @@ impl RouteStore {
         RouteStore {
             cns: vec![CnRoutes::default(); control_nodes.max(1)],
             by_mac: HashMap::new(),
+            by_next_hop: HashMap::new(),
         }
     }
 
@@ -78,19 +83,28 @@ impl RouteStore {
     /// An advertisement from control node `cn`.
     pub fn update(&mut self, cn: usize, vrf: &str, entry: EnetEntry) -> Option<Changed> {
         let key = RouteKey::from_entry(&entry)?;
+        for nh in &entry.next_hops {
+            self.by_next_hop
+                .entry(nh.address.clone())
+                .or_default()
+                .insert((vrf.to_string(), key.clone()));
+        }
         let table = self
             .cns
             .get_mut(cn)?
             .vrfs
             .entry(vrf.to_string())
             .or_default();
-        table.insert(
+        let old = table.insert(
             key.clone(),
             Received {
                 entry,
                 stale: false,
             },
         );
+        if let Some(old) = old {
+            self.unindex_next_hops(vrf, &key, &old.entry);
+        }
         self.by_mac
             .entry(vrf.to_string())
             .or_default()
@@ -107,13 +121,40 @@ impl RouteStore {
             .get_mut(cn)?
             .vrfs
             .get_mut(vrf)
-            .and_then(|t| t.remove(key))
-            .is_some();
-        if !removed {
-            return None;
-        }
+            .and_then(|t| t.remove(key))?;
+        self.unindex_next_hops(vrf, key, &removed.entry);
         self.unindex(vrf, key);
         Some((vrf.to_string(), key.clone()))
+    }
+
+    /// Drops (vrf, key) from the next hops of `old` that no copy of the
+    /// route (any CN) uses any more.
+    fn unindex_next_hops(&mut self, vrf: &str, key: &RouteKey, old: &EnetEntry) {
+        for nh in &old.next_hops {
+            let still = self.cns.iter().any(|c| {
+                c.vrfs
+                    .get(vrf)
+                    .and_then(|t| t.get(key))
+                    .is_some_and(|r| r.entry.next_hops.iter().any(|n| n.address == nh.address))
+            });
+            if still {
+                continue;
+            }
+            if let Some(set) = self.by_next_hop.get_mut(&nh.address) {
+                set.remove(&(vrf.to_string(), key.clone()));
+                if set.is_empty() {
+                    self.by_next_hop.remove(&nh.address);
+                }
+            }
+        }
+    }
+
+    /// (VRF, key) of routes whose next hops include `address`.
+    pub fn keys_via(&self, address: &str) -> impl Iterator<Item = &(String, RouteKey)> + '_ {
+        self.by_next_hop
+            .get(address)
+            .into_iter()
+            .flat_map(|s| s.iter())
     }
 
     fn unindex(&mut self, vrf: &str, key: &RouteKey) {
@@ -156,28 +197,30 @@ impl RouteStore {
             for (vrf, t) in c.vrfs.iter_mut() {
                 t.retain(|k, r| {
                     if r.stale {
-                        gone.push((vrf.clone(), k.clone()));
+                        gone.push((vrf.clone(), k.clone(), r.entry.clone()));
                     }
                     !r.stale
                 });
             }
         }
-        for (vrf, k) in &gone {
+        for (vrf, k, e) in &gone {
+            self.unindex_next_hops(vrf, k, e);
             self.unindex(vrf, k);
         }
-        gone
+        gone.into_iter().map(|(v, k, _)| (v, k)).collect()
     }
 
     /// Drops a VRF's routes from one control node (unsubscribed).
     pub fn drop_vrf(&mut self, cn: usize, vrf: &str) -> Vec<Changed> {
-        let keys: Vec<RouteKey> = self
+        let routes: Vec<(RouteKey, Received)> = self
             .cns
             .get_mut(cn)
             .and_then(|c| c.vrfs.remove(vrf))
-            .map(|t| t.into_keys().collect())
+            .map(|t| t.into_iter().collect())
             .unwrap_or_default();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
+        let mut out = Vec::with_capacity(routes.len());
+        for (k, r) in routes {
+            self.unindex_next_hops(vrf, &k, &r.entry);
             self.unindex(vrf, &k);
             out.push((vrf.to_string(), k));
         }
@@ -286,10 +329,14 @@ mod tests {
         s.mark_stale(1);
         // Both stale: still known (the switches keep forwarding).
         assert!(s.mac_route(vrf, 5001, &mac).is_some());
+        assert_eq!(s.keys_via("10.0.0.1").count(), 1);
         assert_eq!(s.sweep_stale(0).len(), 1);
+        assert_eq!(s.keys_via("10.0.0.1").count(), 0, "index follows the sweep");
+        assert_eq!(s.keys_via("10.0.0.2").count(), 1);
         assert_eq!(s.sweep_stale(1).len(), 1);
         assert!(s.mac_route(vrf, 5001, &mac).is_none());
         assert!(s.is_empty());
+        assert_eq!(s.keys_via("10.0.0.2").count(), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tf_xmpp::config::decode_config_push;
+use tf_xmpp::error::StanzaError;
 use tf_xmpp::io::{client_open, ClientOptions};
 use tf_xmpp::liveness::{random_jitter, ReconnectBackoff};
 use tf_xmpp::route::{
@@ -16,6 +17,7 @@ use tf_xmpp::route::{
 };
 use tf_xmpp::session::{spawn_session, Incoming, SessionConfig};
 use tf_xmpp::stanza::{Channel, Stanza, StanzaKind};
+use tf_xmpp::{RouteDecoding, RouteStanza};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
@@ -94,6 +96,8 @@ async fn session(
     );
     let config = SessionConfig {
         hold_time: opts.hold_time,
+        // Route messages arrive decoded, without an element tree (tf_xmpp::fast).
+        route_decoding: RouteDecoding::CnMessages,
         ..SessionConfig::agent()
     };
     let (handle, mut incoming, _task) = spawn_session(stream, config);
@@ -113,6 +117,9 @@ async fn session(
                         handle_stanza(cn, &st, core);
                     }
                 }
+                Some(Incoming::Route(RouteStanza::Cn(msg))) => handle_cn_message(cn, Ok(msg), core),
+                // Only a control node's session decodes agent iqs.
+                Some(Incoming::Route(RouteStanza::Agent(_))) => {}
                 Some(Incoming::Keepalive) => backoff.on_keepalive_received(),
                 Some(Incoming::Closed(r)) => break r.to_string(),
                 None => break "session task ended".into(),
@@ -200,31 +207,40 @@ fn handle_stanza(cn: usize, st: &Stanza, core: &mpsc::UnboundedSender<Event>) {
             if st.kind != StanzaKind::Message {
                 return;
             }
-            match decode_cn_message(st) {
-                Ok(CnMessage::RouteUpdate { vrf, items }) => {
-                    let entries = items.into_iter().map(|i| i.entry).collect();
-                    let _ = core.send(Event::Input(Input::Routes { cn, vrf, entries }));
-                }
-                Ok(CnMessage::RouteRetract { vrf, routes }) => {
-                    let keys = routes
-                        .into_iter()
-                        .filter_map(|r| {
-                            Some(RouteKey {
-                                tag: r.key.ethernet_tag,
-                                mac: r.key.mac.parse().ok()?,
-                                address: r.key.address,
-                            })
-                        })
-                        .collect();
-                    let _ = core.send(Event::Input(Input::Withdrawals { cn, vrf, keys }));
-                }
-                Ok(CnMessage::EndOfRib) => {
-                    let _ = core.send(Event::Input(Input::EndOfRib { cn }));
-                }
-                Ok(CnMessage::OtherFamily { node }) => debug!(%node, "route family ignored"),
-                Err(e) => warn!(error = %e, "bad route message ignored"),
-            }
+            handle_cn_message(cn, decode_cn_message(st), core);
         }
         Channel::Other => debug!(to = st.to(), "stanza for no channel ignored"),
+    }
+}
+
+/// A route message from the control node (a bgp-peer `message`), decoded.
+fn handle_cn_message(
+    cn: usize,
+    msg: Result<CnMessage, StanzaError>,
+    core: &mpsc::UnboundedSender<Event>,
+) {
+    match msg {
+        Ok(CnMessage::RouteUpdate { vrf, items }) => {
+            let entries = items.into_iter().map(|i| i.entry).collect();
+            let _ = core.send(Event::Input(Input::Routes { cn, vrf, entries }));
+        }
+        Ok(CnMessage::RouteRetract { vrf, routes }) => {
+            let keys = routes
+                .into_iter()
+                .filter_map(|r| {
+                    Some(RouteKey {
+                        tag: r.key.ethernet_tag,
+                        mac: r.key.mac.parse().ok()?,
+                        address: r.key.address,
+                    })
+                })
+                .collect();
+            let _ = core.send(Event::Input(Input::Withdrawals { cn, vrf, keys }));
+        }
+        Ok(CnMessage::EndOfRib) => {
+            let _ = core.send(Event::Input(Input::EndOfRib { cn }));
+        }
+        Ok(CnMessage::OtherFamily { node }) => debug!(%node, "route family ignored"),
+        Err(e) => warn!(error = %e, "bad route message ignored"),
     }
 }

@@ -205,6 +205,16 @@ impl Planner {
         }
     }
 
+    /// Whether `plan` could do anything now: something is marked and a
+    /// transaction slot is free (or a retry or grace timer is due).
+    pub fn has_work(&self, now: Instant) -> bool {
+        if self.retry_at.is_some_and(|t| now < t) {
+            return false;
+        }
+        let marked = self.small_dirty || self.full_pass || !self.dirty.is_empty();
+        (marked && self.in_flight.len() < self.settings.max_in_flight) || self.retry_at.is_some()
+    }
+
     /// Nothing left to write (stale rows may still be waiting for their grace).
     pub fn is_converged(&self) -> bool {
         !self.small_dirty

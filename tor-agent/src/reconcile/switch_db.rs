@@ -66,6 +66,9 @@ pub struct SwitchDb {
     pub malformed_macs: usize,
     mcast_remote: HashMap<Uuid, Vec<Uuid>>,
     mcast_local_by_ls: HashMap<Uuid, HashSet<Uuid>>,
+    /// Physical_Switch name → (row, first tunnel IP), read on every route
+    /// change, so kept ready.
+    switches: HashMap<String, (Uuid, Option<String>)>,
 }
 
 impl SwitchDb {
@@ -82,6 +85,7 @@ impl SwitchDb {
             malformed_macs: 0,
             mcast_remote: HashMap::new(),
             mcast_local_by_ls: HashMap::new(),
+            switches: HashMap::new(),
         }
     }
 
@@ -264,7 +268,18 @@ impl SwitchDb {
                 }
             }
             "Physical_Port" => out.push(Touched::Port),
-            "Physical_Switch" => out.push(Touched::PhysicalSwitch),
+            "Physical_Switch" => {
+                if let Some(o) = old.and_then(|r| PhysicalSwitch::from_row(&schema, uuid, r).ok()) {
+                    if self.switches.get(&o.name).is_some_and(|(u, _)| *u == uuid) {
+                        self.switches.remove(&o.name);
+                    }
+                }
+                if let Some(n) = new.and_then(|r| PhysicalSwitch::from_row(&schema, uuid, r).ok()) {
+                    let ip = n.tunnel_ips.iter().next().cloned();
+                    self.switches.insert(n.name, (uuid, ip));
+                }
+                out.push(Touched::PhysicalSwitch)
+            }
             _ => {}
         }
     }
@@ -277,9 +292,14 @@ impl SwitchDb {
     }
 
     pub fn physical_switch(&self, name: &str) -> Option<PhysicalSwitch> {
-        self.physical_switches()
-            .into_iter()
-            .find(|p| p.name == name)
+        let (uuid, _) = self.switches.get(name)?;
+        let t = self.replica.table("Physical_Switch")?;
+        PhysicalSwitch::from_row(&t.schema, *uuid, t.get(uuid)?).ok()
+    }
+
+    /// The first tunnel IP of a Physical_Switch (its VTEP), from the index.
+    pub fn tunnel_ip(&self, name: &str) -> Option<&str> {
+        self.switches.get(name).and_then(|(_, ip)| ip.as_deref())
     }
 
     fn typed<T>(
