@@ -60,7 +60,13 @@ fn fabric() -> String {
 }
 
 fn mac(prefix: u8, i: usize) -> String {
-    format!("02:{prefix:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (i >> 24) & 0xff, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+    format!(
+        "02:{prefix:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        (i >> 24) & 0xff,
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
 }
 
 fn remote_vtep(i: usize) -> String {
@@ -88,13 +94,26 @@ async fn prepared_switch(n: usize) -> RealSwitch {
     let sw = RealSwitch::start(false, None).unwrap();
     sw.vtep_ctl(&["add-ps", "sw1"]).unwrap();
     sw.vtep_ctl(&["add-port", "sw1", "p1"]).unwrap();
-    sw.vtep_ctl(&["set", "Physical_Switch", "sw1", &format!("tunnel_ips={VTEP}")]).unwrap();
+    sw.vtep_ctl(&[
+        "set",
+        "Physical_Switch",
+        "sw1",
+        &format!("tunnel_ips={VTEP}"),
+    ])
+    .unwrap();
     let ls = format!("Contrail-{VN_UUID}");
     sw.vtep_ctl(&["add-ls", &ls]).unwrap();
-    sw.vtep_ctl(&["set", "Logical_Switch", &ls, "tunnel_key=5001"]).unwrap();
+    sw.vtep_ctl(&["set", "Logical_Switch", &ls, "tunnel_key=5001"])
+        .unwrap();
     sw.vtep_ctl(&["bind-ls", "sw1", "p1", "100", &ls]).unwrap();
-    sw.vtep_ctl(&["add-ucast-local", &ls, &mac(0xaa, 0), VTEP]).unwrap();
-    let (client, _ev) = Client::start(connect(&sw.unix_target.parse().unwrap(), None).await.unwrap(), SessionOptions::default());
+    sw.vtep_ctl(&["add-ucast-local", &ls, &mac(0xaa, 0), VTEP])
+        .unwrap();
+    let (client, _ev) = Client::start(
+        connect(&sw.unix_target.parse().unwrap(), None)
+            .await
+            .unwrap(),
+        SessionOptions::default(),
+    );
     client.get_schema("hardware_vtep").await.unwrap();
     let out = client
         .transact(&{
@@ -136,21 +155,42 @@ async fn prepared_switch(n: usize) -> RealSwitch {
 /// The floor: dump the switch and load the same remote rows, no agent.
 async fn floor(sw: &RealSwitch, n: usize) -> Duration {
     let (client, _ev) = Client::start(
-        connect(&sw.unix_target.parse().unwrap(), None).await.unwrap(),
-        SessionOptions { keep_replica: false, ..SessionOptions::default() },
+        connect(&sw.unix_target.parse().unwrap(), None)
+            .await
+            .unwrap(),
+        SessionOptions {
+            keep_replica: false,
+            ..SessionOptions::default()
+        },
     );
     let t0 = Instant::now();
     client.get_schema("hardware_vtep").await.unwrap();
-    let spec = ["Physical_Switch", "Physical_Port", "Logical_Switch", "Ucast_Macs_Local", "Ucast_Macs_Remote", "Mcast_Macs_Local", "Mcast_Macs_Remote", "Physical_Locator", "Physical_Locator_Set"]
-        .iter()
-        .fold(MonitorSpec::new(), |s, t| s.table(*t, TableMonitor::all()));
+    let spec = [
+        "Physical_Switch",
+        "Physical_Port",
+        "Logical_Switch",
+        "Ucast_Macs_Local",
+        "Ucast_Macs_Remote",
+        "Mcast_Macs_Local",
+        "Mcast_Macs_Remote",
+        "Physical_Locator",
+        "Physical_Locator_Set",
+    ]
+    .iter()
+    .fold(MonitorSpec::new(), |s, t| s.table(*t, TableMonitor::all()));
     client.monitor_cond("hardware_vtep", &spec).await.unwrap();
     let dumped = t0.elapsed();
     let ls = {
         let mut t = Transaction::new("hardware_vtep");
         t.select("Logical_Switch", vec![], Some(vec!["_uuid".into()]));
         let out = client.transact(&t).await.unwrap();
-        Atom::Uuid(out.rows(0).unwrap()[0]["_uuid"][1].as_str().unwrap().parse().unwrap())
+        Atom::Uuid(
+            out.rows(0).unwrap()[0]["_uuid"][1]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        )
     };
     // A locator must be created with a row that references it (an
     // unreferenced non-root row is garbage-collected at commit): the first
@@ -160,7 +200,16 @@ async fn floor(sw: &RealSwitch, n: usize) -> Duration {
     let mut t = Transaction::new("hardware_vtep");
     let mut handles = Vec::new();
     for v in 0..vteps {
-        let (h, loc) = t.insert("Physical_Locator", vec![("dst_ip".into(), Datum::scalar(remote_vtep(v))), ("encapsulation_type".into(), Datum::scalar("vxlan_over_ipv4"))]);
+        let (h, loc) = t.insert(
+            "Physical_Locator",
+            vec![
+                ("dst_ip".into(), Datum::scalar(remote_vtep(v))),
+                (
+                    "encapsulation_type".into(),
+                    Datum::scalar("vxlan_over_ipv4"),
+                ),
+            ],
+        );
         handles.push(h);
         t.insert(
             "Ucast_Macs_Remote",
@@ -173,7 +222,10 @@ async fn floor(sw: &RealSwitch, n: usize) -> Duration {
     }
     let out = client.transact(&t).await.unwrap();
     assert!(out.is_success(), "{out:?}");
-    let locs: Vec<Atom> = handles.into_iter().map(|h| Atom::Uuid(out.uuid(h).unwrap())).collect();
+    let locs: Vec<Atom> = handles
+        .into_iter()
+        .map(|h| Atom::Uuid(out.uuid(h).unwrap()))
+        .collect();
     let txns = (vteps..n)
         .collect::<Vec<_>>()
         .chunks(BATCH)
@@ -206,16 +258,28 @@ async fn floor(sw: &RealSwitch, n: usize) -> Duration {
 /// Publishes `n` remote MAC routes as another agent would.
 async fn inject(cn: std::net::SocketAddr, n: usize) -> tf_xmpp::session::SessionHandle {
     let tcp = tokio::net::TcpStream::connect(cn).await.unwrap();
-    let (stream, _) = client_open(tcp, &ClientOptions::new("injector")).await.unwrap();
+    let (stream, _) = client_open(tcp, &ClientOptions::new("injector"))
+        .await
+        .unwrap();
     let (h, mut rx, _t) = spawn_session(stream, SessionConfig::agent());
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    h.send_wait(encode_vrf_subscribe("injector", VRF, 5, 1).into_bytes()).await.unwrap();
+    h.send_wait(encode_vrf_subscribe("injector", VRF, 5, 1).into_bytes())
+        .await
+        .unwrap();
     let mut buf = String::new();
     for i in 0..n {
         let e = EnetEntry::tor_mac(5001, &mac(0xbb, i), &remote_vtep(i), 1);
-        buf.push_str(&encode_route_publish("injector", VRF, &e, true, i as u64 + 2));
+        buf.push_str(&encode_route_publish(
+            "injector",
+            VRF,
+            &e,
+            true,
+            i as u64 + 2,
+        ));
         if buf.len() > 256 * 1024 {
-            h.send_wait(std::mem::take(&mut buf).into_bytes()).await.unwrap();
+            h.send_wait(std::mem::take(&mut buf).into_bytes())
+                .await
+                .unwrap();
         }
     }
     h.send_wait(buf.into_bytes()).await.unwrap();
@@ -229,10 +293,19 @@ async fn run(n: usize) -> (f64, f64, f64) {
     let _inj = inject(cn.local_addr(), n).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     while cn.best_routes(Some(VRF)).len() < n {
-        assert!(Instant::now() < deadline, "routes never reached the control node");
+        assert!(
+            Instant::now() < deadline,
+            "routes never reached the control node"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let a = agent("bench-agent", "198.51.100.1", cn.local_addr(), "[southbound]\nlisten = \"ptcp:0:127.0.0.1\"\nmax_txn_in_flight = 8\nbatch_rows = 500").await;
+    let a = agent(
+        "bench-agent",
+        "198.51.100.1",
+        cn.local_addr(),
+        "[southbound]\nlisten = \"ptcp:0:127.0.0.1\"\nmax_txn_in_flight = 8\nbatch_rows = 500",
+    )
+    .await;
     loop {
         let st = a.status().await;
         if st.routes_received >= n && st.readiness == "ready" {
@@ -242,27 +315,45 @@ async fn run(n: usize) -> (f64, f64, f64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let t0 = Instant::now();
-    sw.vtep_ctl(&["set-manager", &format!("tcp:127.0.0.1:{}", a.port())]).unwrap();
+    sw.vtep_ctl(&["set-manager", &format!("tcp:127.0.0.1:{}", a.port())])
+        .unwrap();
     // Converged as the agent sees it, then as the control node sees it.
     let agent_ms = loop {
         let st = a.status().await;
-        if let Some(ms) = st.switches.iter().find(|s| s.name == "sw1").and_then(|s| s.last_takeover_ms) {
+        if let Some(ms) = st
+            .switches
+            .iter()
+            .find(|s| s.name == "sw1")
+            .and_then(|s| s.last_takeover_ms)
+        {
             break ms as f64 / 1000.0;
         }
         assert!(Instant::now() < deadline, "takeover never converged");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     loop {
-        let exported = cn.paths(Some(VRF)).iter().filter(|p| p.agent == "bench-agent" && p.local_preference == 100).count();
-        if exported >= n + 1 {
+        let exported = cn
+            .paths(Some(VRF))
+            .iter()
+            .filter(|p| p.agent == "bench-agent" && p.local_preference == 100)
+            .count();
+        if exported > n {
             break;
         }
-        assert!(Instant::now() < deadline, "exports never reached the control node ({exported})");
+        assert!(
+            Instant::now() < deadline,
+            "exports never reached the control node ({exported})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let external = t0.elapsed().as_secs_f64();
-    let remote = sw.vtep_ctl(&["list-remote-macs", &format!("Contrail-{VN_UUID}")]).unwrap();
-    assert!(remote.lines().filter(|l| l.contains("02:bb:")).count() == n, "switch not fully programmed");
+    let remote = sw
+        .vtep_ctl(&["list-remote-macs", &format!("Contrail-{VN_UUID}")])
+        .unwrap();
+    assert!(
+        remote.lines().filter(|l| l.contains("02:bb:")).count() == n,
+        "switch not fully programmed"
+    );
     a.stop().await;
     cn.shutdown();
     (floor.as_secs_f64(), agent_ms, external)
@@ -280,6 +371,9 @@ async fn main() {
     println!("|---:|---:|---:|---:|---:|");
     for n in sizes {
         let (floor, agent, external) = run(n).await;
-        println!("| {n} | {floor:.3} | {agent:.3} | {:.2}x | {external:.3} |", agent / floor);
+        println!(
+            "| {n} | {floor:.3} | {agent:.3} | {:.2}x | {external:.3} |",
+            agent / floor
+        );
     }
 }

@@ -82,7 +82,19 @@ async fn active_southbound_and_two_control_nodes() {
         })
         .await;
     }
-    let st = a.status().await;
+    // Ready once the first config push has gone quiet (end_of_config_quiet_ms).
+    let deadline = tokio::time::Instant::now() + T;
+    let st = loop {
+        let st = a.status().await;
+        if st.readiness == "ready" {
+            break st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {st:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(st.control_nodes.iter().all(|c| c.up));
     assert_eq!(st.control_nodes.iter().filter(|c| c.for_config).count(), 1);
     // The config control node goes away: config moves to the other one,
