@@ -1,6 +1,8 @@
 //! End-to-end test support: agents, control nodes and real `ovsdb-server`
 //! switches wired together on loopback.
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
