@@ -342,6 +342,45 @@ async fn hold_timer_tolerates_a_slow_large_stanza_but_not_a_stuck_one() {
     ));
 }
 
+/// A consumer that falls behind stops the session reading; the peer's stanzas then wait in the
+/// socket, so the hold timer must not blame the peer. Once the consumer is back, the peer's
+/// silence counts again.
+#[tokio::test(start_paused = true)]
+async fn hold_timer_does_not_blame_the_peer_for_our_own_backlog() {
+    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let mut cfg = SessionConfig::control_node();
+    cfg.hold_time = Duration::from_secs(9);
+    cfg.incoming_capacity = 1;
+    let (_tx, mut rx, _t) = spawn_session(tf_xmpp::io::XmppStream::new(a, 1 << 16), cfg);
+    // Keep the peer's side drained so the session's own keepalives never block it.
+    let (mut br, mut bw) = tokio::io::split(b);
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 4096];
+        while matches!(br.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    // Three stanzas, all sent at once: one fills the channel, one waits in the session, one in
+    // the socket. Nobody reads them for three hold times.
+    for i in 0..3 {
+        bw.write_all(format!("<iq type='set' id='{i}'></iq>").as_bytes())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(27)).await;
+    for i in 0..3 {
+        match rx.recv().await {
+            Some(Incoming::Stanza(el)) => assert_eq!(el.attr("id"), Some(i.to_string().as_str())),
+            other => panic!("stanza {i}: {other:?}"),
+        }
+    }
+    // Caught up, and the peer now really is silent: the hold timer fires.
+    let t = tokio::time::Instant::now();
+    assert!(matches!(
+        rx.recv().await,
+        Some(Incoming::Closed(CloseReason::HoldTimerExpired))
+    ));
+    assert!(t.elapsed() <= Duration::from_secs(9), "{:?}", t.elapsed());
+}
+
 /// With route decoding on, route stanzas arrive decoded (the value the generic decoder gives),
 /// everything else as an element, and malformed XML still ends the session.
 #[tokio::test(start_paused = true)]
