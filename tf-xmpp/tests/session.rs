@@ -347,7 +347,7 @@ async fn hold_timer_tolerates_a_slow_large_stanza_but_not_a_stuck_one() {
 /// silence counts again.
 #[tokio::test(start_paused = true)]
 async fn hold_timer_does_not_blame_the_peer_for_our_own_backlog() {
-    let (a, mut b) = tokio::io::duplex(1 << 16);
+    let (a, b) = tokio::io::duplex(1 << 16);
     let mut cfg = SessionConfig::control_node();
     cfg.hold_time = Duration::from_secs(9);
     cfg.incoming_capacity = 1;
