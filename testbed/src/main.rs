@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod cli_control_node;
 mod cli_switch;
+mod demo;
 
 #[derive(Parser)]
 #[command(
@@ -29,11 +30,21 @@ enum Command {
     Switch(cli_switch::SwitchArgs),
     /// Learn, move, age or list MACs of a running `testbed switch` (admin API).
     SwitchCtl(cli_switch::CtlArgs),
+    /// Run a whole topology on loopback, kill the busiest agent, print the failover timeline.
+    Demo(demo::DemoArgs),
+    /// Run a scenario file: topology, faults, invariant checks and failover timings.
+    Scenario(demo::ScenarioArgs),
+    /// The real tor-agent, as a child of the scenario runner.
+    #[command(hide = true)]
+    RunAgent(demo::NodeArgs),
+    /// The real tor-proxy, as a child of the scenario runner.
+    #[command(hide = true)]
+    RunProxy(demo::NodeArgs),
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -46,7 +57,15 @@ fn init_logging(format: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // Agents and proxies run exactly as their own binaries do (runtime, logging, signals).
+    match &cli.command {
+        Command::RunAgent(a) => return testbed::scenario::child::run_agent(&a.config),
+        Command::RunProxy(a) => return testbed::scenario::child::run_proxy(&a.config),
+        _ => {}
+    }
+    // The demo and scenarios print their own progress; component logs only when asked.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Scenario(_));
+    init_logging(&cli.log_format, if quiet { "warn" } else { "info" });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +82,9 @@ fn main() -> ExitCode {
             Command::ControlNodeStatus(a) => cli_control_node::status(a).await,
             Command::Switch(a) => cli_switch::run(a).await,
             Command::SwitchCtl(a) => cli_switch::ctl(a).await,
+            Command::Demo(a) => demo::demo(a).await,
+            Command::Scenario(a) => demo::scenario(a).await,
+            Command::RunAgent(_) | Command::RunProxy(_) => Ok(()),
         }
     });
     match result {

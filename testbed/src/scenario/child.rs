@@ -1,0 +1,120 @@
+//! The real agent and proxy, run as child processes of the scenario runner and the demo
+//! (`testbed run-agent --config F`, `testbed run-proxy --config F`, hidden subcommands), so
+//! that faults are real signals: SIGKILL for a crash, SIGSTOP/SIGCONT for a hang. Each does
+//! exactly what the `tor-agent` and `tor-proxy` binaries do when they run: the same
+//! configuration loading, runtime, logging and shutdown on SIGTERM.
+//!
+//! Test binaries that cannot name the `testbed` executable run these from a libtest helper
+//! test instead ([`main_from_env`], see `super::procs::Launcher::LibtestHelper`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Environment variables of a libtest helper child: the role and the config file.
+pub const ROLE_ENV: &str = "TESTBED_NODE_ROLE";
+pub const CONFIG_ENV: &str = "TESTBED_NODE_CONFIG";
+
+fn init_agent_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn sigterm() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `tor-agent --config F` (run).
+pub fn run_agent(config: &Path) -> ExitCode {
+    let cfg = match tor_agent::config::AgentConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tor-agent: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tor-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_agent_logging(cfg.agent.log_format == "json");
+    rt.block_on(async {
+        match tor_agent::runtime::run(cfg, sigterm(), None).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tor_agent::runtime::report(&e);
+                eprintln!("tor-agent: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `tor-proxy --config F` (run).
+pub fn run_proxy(config: &Path) -> ExitCode {
+    let cfg = match tor_proxy::config::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tor-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tor_proxy::logging::init(cfg.global.log_format, &cfg.global.log_level);
+    // The control plane runs on one thread; sessions run on the proxy's own data threads.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tor-proxy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tor_proxy::server::run(cfg, Some(config.to_path_buf()))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tor-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// In a libtest helper test: runs the node named by the environment and returns its exit
+/// code, or `None` when the environment names none (the helper was run as a plain test).
+pub fn main_from_env() -> Option<ExitCode> {
+    let role = std::env::var(ROLE_ENV).ok()?;
+    let config = std::env::var_os(CONFIG_ENV)?;
+    let config = Path::new(&config);
+    Some(match role.as_str() {
+        "agent" => run_agent(config),
+        "proxy" => run_proxy(config),
+        other => {
+            eprintln!("{ROLE_ENV}={other}: expected agent or proxy");
+            ExitCode::from(2)
+        }
+    })
+}
