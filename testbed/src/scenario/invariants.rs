@@ -884,10 +884,15 @@ mod tests {
             .next()
             .unwrap()
             .clone();
+        let want = w.switches[0].logical_switches[&first].unwrap_or_default();
         w.switches[0]
             .logical_switches
             .insert(first.clone(), Some(1));
-        only(&w, Kind::LogicalSwitch, "has tunnel_key 1, expected 5001");
+        only(
+            &w,
+            Kind::LogicalSwitch,
+            &format!("{first} has tunnel_key 1, expected {want}"),
+        );
         let mut w = world();
         w.switches[1]
             .logical_switches

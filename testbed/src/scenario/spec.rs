@@ -980,7 +980,7 @@ mod tests {
         );
         bad(
             "name = \"t\"\n[timing]\nproxy_check = \"tcp\"\n[[step]]\ndo = \"agent_hang\"\nagent = \"busiest\"",
-            "timing.proxy_check = \\\"tls\\\"",
+            "set timing.proxy_check = \"tls\"",
         );
         bad(
             "name = \"t\"\n[[step]]\ndo = \"config_change\"\nchange = \"add_binding\"\nswitch = \"sw01\"\nport = \"p7\"\nvlan = 5\nvn = \"x\"",
