@@ -63,6 +63,8 @@ const PEER_PORT: u16 = 7400;
 const READINESS_PORT: u16 = 8086;
 const AGENT_ADMIN: [u16; 2] = [8085, 8095];
 const PROXY_ADMIN: &str = "127.0.0.1:9190";
+/// XMPP hold time of the agents and the control node alike.
+const HOLD_TIME_S: u64 = 9;
 const FIRST_SWITCH_HOST: u8 = 129;
 /// Switches fit between .129 and .254.
 pub const MAX_SWITCHES: usize = 126;
@@ -409,7 +411,7 @@ listen = "pssl:{OVSDB_PORT}:{ip}"
 stale_grace_ms = 3000
 [northbound]
 control_nodes = ["{cn}"]
-hold_time_s = 9
+hold_time_s = {HOLD_TIME_S}
 end_of_config_quiet_ms = 500
 ha_stale_route_interval_ms = 60000
 [admin]
@@ -605,7 +607,12 @@ impl PairLab {
         let cn = agents_rt
             .run(async move {
                 let fabric = Fabric::from_toml(&fabric_text).expect("fabric");
-                let cfg = ControlNodeConfig::new("127.0.0.1:0".parse().unwrap(), fabric);
+                let mut cfg = ControlNodeConfig::new("127.0.0.1:0".parse().unwrap(), fabric);
+                // The agents' hold time: the control node's keepalives (every
+                // third of it) keep an idle session alive. With the default
+                // 90 s, an agent holding 9 s drops an idle session, reports
+                // `drain`, and the proxies send arriving switches elsewhere.
+                cfg.hold_time = Duration::from_secs(HOLD_TIME_S);
                 testbed::control_node::start(cfg)
                     .await
                     .expect("control node")
