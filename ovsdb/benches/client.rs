@@ -242,9 +242,21 @@ async fn main() {
     // Profiling aid: PROFILE_DUMP=file (written by SAVE_DUMP) decodes only that, 20 times.
     if let Some(path) = std::env::var_os("PROFILE_DUMP") {
         let dump = std::fs::read(path).unwrap();
+        let (mut framing, mut whole) = (Vec::new(), Vec::new());
         for _ in 0..20 {
+            let t = thread_cpu();
+            let mut buf = BytesMut::from(&dump[..]);
+            drop(black_box(JsonFramer::new(1 << 30).next_frame(&mut buf)));
+            framing.push(thread_cpu() - t);
+            let t = thread_cpu();
             drop(black_box(decode_ours(&dump, &schema)));
+            whole.push(thread_cpu() - t);
         }
+        println!(
+            "framing {:.1} ms, framing + decode {:.1} ms (medians of 20)",
+            median(framing) * 1e3,
+            median(whole) * 1e3
+        );
         return;
     }
     println!("# ovsdb client benchmarks ({ROWS} rows, median of {RUNS} runs)\n");
