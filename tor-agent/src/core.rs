@@ -16,7 +16,7 @@ use ovsdb::value::seed::TableUpdates;
 use ovsdb::DatabaseSchema;
 use tf_xmpp::config::ConfigSection;
 use tf_xmpp::enet::EnetEntry;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::ha::exports::{ExportChange, ExportTable};
@@ -172,6 +172,9 @@ pub struct Takeover {
     pub identified: Instant,
     pub converged: Option<Instant>,
     pub initial_rows: usize,
+    /// Write transactions completed (and their summed round trips) before it converged.
+    pub txns: u64,
+    pub txn_latency: Duration,
 }
 
 impl Takeover {
@@ -532,6 +535,8 @@ impl Core {
             identified: now,
             converged: None,
             initial_rows,
+            txns: 0,
+            txn_latency: Duration::ZERO,
         });
         let settings = self.plan_settings();
         if let Some(s) = self.sessions.get_mut(&id) {
@@ -577,7 +582,18 @@ impl Core {
             return;
         };
         if let Some(t) = s.txn_started.remove(&txn) {
-            self.counters.txn_latency_total += now.saturating_duration_since(t);
+            let rtt = now.saturating_duration_since(t);
+            self.counters.txn_latency_total += rtt;
+            let takeover = s
+                .switch
+                .as_ref()
+                .and_then(|name| self.switches.get_mut(name))
+                .and_then(|sw| sw.current.as_mut())
+                .filter(|t| t.converged.is_none());
+            if let Some(t) = takeover {
+                t.txns += 1;
+                t.txn_latency += rtt;
+            }
         }
         let ok = match &result {
             Ok(out) if out.is_success() => true,
@@ -991,6 +1007,16 @@ impl Core {
                 local_seq: &local_seq,
             };
             for t in s.planner.plan(&input, now) {
+                let m = &t.summary;
+                debug!(
+                    switch = %name,
+                    inserts = m.inserts,
+                    updates = m.updates,
+                    deletes = m.deletes,
+                    stale_deletes = m.stale_deletes,
+                    small = m.small,
+                    "transaction planned"
+                );
                 s.txn_started.insert(t.id, now);
                 self.outputs.push(Output::Transact {
                     session: *id,
@@ -1025,8 +1051,8 @@ impl Core {
                 duration_ms = d.as_millis() as u64,
                 rows = t.initial_rows,
                 identify_ms = t.identified.saturating_duration_since(t.started).as_millis() as u64,
-                txns = self.counters.txns_ok,
-                txn_avg_ms = self.counters.txn_latency_total.as_millis() as u64 / self.counters.txns_ok.max(1),
+                txns = t.txns,
+                txn_avg_ms = t.txn_latency.as_millis() as u64 / t.txns.max(1),
                 "takeover converged: switch programmed and local MACs exported"
             );
             sw.last_takeover = Some(t.clone());
