@@ -237,11 +237,11 @@ where
                     partial_seen = framer.buffered();
                     liveness.on_received(now);
                 }
-                // A stanza waiting for our own consumer means we stopped reading, not that the
-                // peer went quiet: its bytes may be queued in our socket. Judging it dead would
+                // A stanza waiting for our own consumer (or a full channel) means we stopped
+                // reading, not that the peer went quiet: its bytes may be queued in our socket. Judging it dead would
                 // punish it for our backlog (an agent busy with a 100k-route takeover while
                 // the control node reflects those routes back to it).
-                if now >= liveness.hold_deadline() && incoming.is_some() {
+                if now >= liveness.hold_deadline() && (incoming.is_some() || in_tx.capacity() == 0) {
                     liveness.on_received(now);
                 }
                 match liveness.poll(now) {
