@@ -14,6 +14,7 @@ use tf_xmpp::io::{client_open, ClientOptions};
 use tf_xmpp::route::{decode_cn_message, encode_vrf_subscribe, CnMessage};
 use tf_xmpp::session::{spawn_session, Incoming, SessionConfig};
 use tf_xmpp::stanza::{Channel, Stanza};
+use tf_xmpp::{RouteDecoding, RouteStanza};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -268,8 +269,11 @@ async fn session(
     // The control node's hold time: it drops a peer that stays silent longer, and the
     // session's keepalives go out at a third of it (a longer default would see the
     // observer dropped and every route look absent for a moment).
+    // Route messages come decoded in one pass: the observer shares the machine with the
+    // system it measures, so it must not spend more per route than the agents do.
     let config = SessionConfig {
         hold_time,
+        route_decoding: RouteDecoding::CnMessages,
         ..SessionConfig::agent()
     };
     let (handle, mut incoming, _task) = spawn_session(stream, config);
@@ -291,31 +295,14 @@ async fn session(
     loop {
         tokio::select! {
             ev = incoming.recv() => match ev {
+                Some(Incoming::Route(RouteStanza::Cn(msg))) => record(state, msg),
                 Some(Incoming::Stanza(el)) => {
                     let Some(st) = Stanza::from_element(el) else { continue };
                     if st.channel() != Channel::BgpPeer {
                         continue;
                     }
-                    let now = unix_ms();
                     match decode_cn_message(&st) {
-                        Ok(CnMessage::RouteUpdate { vrf, items }) => {
-                            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                            for i in items {
-                                let to = if i.entry.local_preference >= preference::LOW {
-                                    RouteState::Live
-                                } else {
-                                    RouteState::Stale
-                                };
-                                s.set(key_of(&vrf, &i.entry.nlri), to, now);
-                            }
-                        }
-                        Ok(CnMessage::RouteRetract { vrf, routes }) => {
-                            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                            for r in routes {
-                                s.set(key_of(&vrf, &r.key), RouteState::Absent, now);
-                            }
-                        }
-                        Ok(_) => {}
+                        Ok(msg) => record(state, msg),
                         Err(e) => debug!(error = %e, "observer: route message not decoded"),
                     }
                 }
@@ -339,6 +326,31 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+/// Records what one control-node route message changed, stamped now.
+fn record(state: &Mutex<State>, msg: CnMessage) {
+    let now = unix_ms();
+    match msg {
+        CnMessage::RouteUpdate { vrf, items } => {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            for i in items {
+                let to = if i.entry.local_preference >= preference::LOW {
+                    RouteState::Live
+                } else {
+                    RouteState::Stale
+                };
+                s.set(key_of(&vrf, &i.entry.nlri), to, now);
+            }
+        }
+        CnMessage::RouteRetract { vrf, routes } => {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            for r in routes {
+                s.set(key_of(&vrf, &r.key), RouteState::Absent, now);
+            }
+        }
+        _ => {}
     }
 }
 
