@@ -41,33 +41,6 @@ enum Command {
     },
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match AgentConfig::load(&cli.config) {
@@ -77,10 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tor_agent::runtime::build_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tor-agent: cannot start the runtime: {e}");
@@ -125,18 +95,6 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::Run => {
-            init_logging(cfg.agent.log_format == "json");
-            rt.block_on(async {
-                match tor_agent::runtime::run(cfg, shutdown_signal(), None).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tor_agent::runtime::report(&e);
-                        eprintln!("tor-agent: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
-        }
+        Command::Run => tor_agent::runtime::run_blocking(cfg, &rt),
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -353,4 +354,74 @@ fn clone_cmd(c: &NbCmd) -> NbCmd {
 /// Logs a fatal setup error the way `main` reports it.
 pub fn report(e: &RunError) {
     error!(error = %e, "tor-agent cannot start");
+}
+
+/// Logs to stderr as text or JSON lines; `RUST_LOG` overrides the `info` default.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs the agent as its process does (logging from the config, until SIGTERM or Ctrl-C):
+/// `tor-agent run` and the scenario runner's agent processes share it.
+pub fn run_blocking(cfg: AgentConfig, rt: &tokio::runtime::Runtime) -> ExitCode {
+    init_logging(cfg.agent.log_format == "json");
+    rt.block_on(async {
+        match run(cfg, shutdown_signal(), None).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                report(&e);
+                eprintln!("tor-agent: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Loads the configuration, starts the runtime and runs: `tor-agent --config FILE`.
+pub fn run_from_file(path: &std::path::Path) -> ExitCode {
+    let cfg = match AgentConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tor-agent: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match build_runtime() {
+        Ok(rt) => run_blocking(cfg, &rt),
+        Err(e) => {
+            eprintln!("tor-agent: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's multi-threaded runtime.
+pub fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

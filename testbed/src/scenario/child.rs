@@ -14,63 +14,9 @@ use std::process::ExitCode;
 pub const ROLE_ENV: &str = "TESTBED_NODE_ROLE";
 pub const CONFIG_ENV: &str = "TESTBED_NODE_CONFIG";
 
-fn init_agent_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-async fn sigterm() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// `tor-agent --config F` (run).
 pub fn run_agent(config: &Path) -> ExitCode {
-    let cfg = match tor_agent::config::AgentConfig::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tor-agent: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tor-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    init_agent_logging(cfg.agent.log_format == "json");
-    rt.block_on(async {
-        match tor_agent::runtime::run(cfg, sigterm(), None).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tor_agent::runtime::report(&e);
-                eprintln!("tor-agent: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    tor_agent::runtime::run_from_file(config)
 }
 
 /// `tor-proxy --config F` (run).
