@@ -22,6 +22,7 @@ use tf_xmpp::enet::EnetEntry;
 use tf_xmpp::io::{client_open, ClientOptions};
 use tf_xmpp::route::{encode_route_publish, encode_vrf_subscribe};
 use tf_xmpp::session::{spawn_session, SessionConfig};
+use tf_xmpp::RouteDecoding;
 
 const VN_UUID: &str = "6a3b1f00-0000-4000-8000-000000000001";
 const VRF: &str = "default-domain:p:blue:blue";
@@ -261,7 +262,14 @@ async fn inject(cn: std::net::SocketAddr, n: usize) -> tf_xmpp::session::Session
     let (stream, _) = client_open(tcp, &ClientOptions::new("injector"))
         .await
         .unwrap();
-    let (h, mut rx, _t) = spawn_session(stream, SessionConfig::agent());
+    // The injector stands for agents on other machines: it reads what the
+    // control node reflects with the cheap route decoder, so that its CPU
+    // does not count against the agent under test.
+    let cfg = SessionConfig {
+        route_decoding: RouteDecoding::CnMessages,
+        ..SessionConfig::agent()
+    };
+    let (h, mut rx, _t) = spawn_session(stream, cfg);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     h.send_wait(encode_vrf_subscribe("injector", VRF, 5, 1).into_bytes())
         .await

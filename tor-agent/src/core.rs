@@ -7,7 +7,8 @@
 //! OVSDB session and has config for it. There is no election: the proxy
 //! decides which agent gets the session.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -273,7 +274,7 @@ impl Core {
             ifmap: IfmapStore::default(),
             derived_generation: 0,
             devices: BTreeMap::new(),
-            vrf_index: HashMap::new(),
+            vrf_index: HashMap::default(),
             wanted_vrfs: BTreeMap::new(),
             unsubscribe_pending: BTreeSet::new(),
             switches: BTreeMap::new(),
@@ -316,7 +317,7 @@ impl Core {
                         monitor_ready: false,
                         switch: None,
                         planner: Planner::new(self.plan_settings()),
-                        txn_started: HashMap::new(),
+                        txn_started: HashMap::default(),
                     },
                 );
             }
@@ -805,16 +806,23 @@ impl Core {
 
     /// Does the work the inputs since the last call made necessary and
     /// returns what to send. Call after a batch of inputs.
-    pub fn flush(&mut self, now: Instant) -> Vec<Output> {
+    /// The switch transactions that are due, ahead of the rest of `flush`:
+    /// the switches work on them while we compute exports.
+    pub fn flush_transactions(&mut self, now: Instant) -> Vec<Output> {
         if self.ifmap.generation() != self.derived_generation {
             self.derived_generation = self.ifmap.generation();
             self.rederive(now);
         }
+        self.plan_all(now);
+        std::mem::take(&mut self.outputs)
+    }
+
+    pub fn flush(&mut self, now: Instant) -> Vec<Output> {
+        let mut early = self.flush_transactions(now);
         let dirty: Vec<String> = std::mem::take(&mut self.ha_dirty).into_iter().collect();
         for name in dirty {
             self.recompute_switch(&name, now);
         }
-        self.plan_all(now);
         self.check_convergence(now);
         let any_up = self.cns.iter().any(|c| c.up);
         for ch in self.exports.take_changes() {
@@ -861,7 +869,8 @@ impl Core {
                 }
             }
         }
-        std::mem::take(&mut self.outputs)
+        early.append(&mut self.outputs);
+        early
     }
 
     fn rederive(&mut self, now: Instant) {
@@ -1156,7 +1165,7 @@ impl Core {
                 macs_local: local,
                 macs_remote: remote,
                 routes_exported: sw.ha.contributed(),
-                routes_live: sw.ha.live_routes(&self.exports),
+                routes_live: sw.ha.live_routes(),
                 txn_in_flight: session.map(|(_, s)| s.planner.in_flight()).unwrap_or(0),
                 stale_rows_waiting: session.map(|(_, s)| s.planner.stale_waiting()).unwrap_or(0),
                 missing_ports: session

@@ -8,7 +8,8 @@
 //! and take effect when the node does. After a control-node reconnect the
 //! old config is marked stale and swept once the new push has ended.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use tf_xmpp::config::{ConfigItem, ConfigOp, ConfigSection, IfmapLink, IfmapNode, NodeRef};

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config;
 pub mod core;
 pub mod ha;
+pub mod hash;
 pub mod ifmap;
 pub mod mac;
 pub mod northbound;

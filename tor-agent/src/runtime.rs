@@ -260,6 +260,11 @@ pub async fn run(
             _ = tick.tick() => { now = Instant::now().into_std(); core.handle(Input::Tick, now); }
             _ = &mut shutdown => break,
         }
+        // Switch transactions first: the switches work on them while the
+        // core computes exports.
+        for out in core.flush_transactions(now) {
+            dispatch(out, &registry, &cn_tx);
+        }
         for out in core.flush(now) {
             dispatch(out, &registry, &cn_tx);
         }

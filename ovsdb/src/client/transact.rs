@@ -327,20 +327,24 @@ impl Transaction {
         self.ops.len() - 1
     }
 
-    /// A fresh `uuid-name`, valid only inside this transaction.
+    /// A fresh `uuid-name`, valid only inside this transaction: the hint's
+    /// identifier characters (no leading digit) and a counter. Built in one
+    /// allocation: bulk loads name every inserted row.
     pub fn fresh_name(&mut self, hint: &str) -> String {
+        use std::fmt::Write as _;
         self.next_name += 1;
-        let clean: String = hint
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        format!(
-            "{}_{}",
-            if clean.is_empty() { "row" } else { &clean },
-            self.next_name
-        )
-        .trim_start_matches(|c: char| c.is_ascii_digit())
-        .to_string()
+        let mut name = String::with_capacity(hint.len() + 8);
+        for c in hint.chars() {
+            let ident = c.is_ascii_alphanumeric() || c == '_';
+            if ident && !(name.is_empty() && c.is_ascii_digit()) {
+                name.push(c);
+            }
+        }
+        if name.is_empty() {
+            name.push_str("row");
+        }
+        let _ = write!(name, "_{}", self.next_name);
+        name
     }
 
     /// Inserts a row; other operations may refer to it with the returned

@@ -87,6 +87,9 @@ pub struct BestRoute {
     pub sequence: u32,
     /// Agents whose paths are selected.
     pub agents: Vec<String>,
+    /// Agents with an HA-stale path for the key: their shadows, which keep
+    /// the key through a switchover.
+    pub standby: Vec<String>,
 }
 
 fn known_encap(e: &str) -> bool {
@@ -349,6 +352,13 @@ impl RouteTable {
                     .values()
                     .flat_map(|paths| select(paths).into_iter().map(|(a, _)| a.clone()))
                     .collect();
+                let standby = route
+                    .groups
+                    .values()
+                    .flat_map(|paths| paths.iter())
+                    .filter(|(_, e)| e.local_preference < preference::LOW)
+                    .map(|(a, _)| a.clone())
+                    .collect();
                 out.push(BestRoute {
                     vrf: vrf.clone(),
                     key: key.clone(),
@@ -356,6 +366,7 @@ impl RouteTable {
                     local_preference: adv.local_preference,
                     sequence: adv.effective_sequence(),
                     agents,
+                    standby,
                 });
             }
         }

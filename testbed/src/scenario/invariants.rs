@@ -10,6 +10,9 @@
 //!    local MAC, next hop the switch's tunnel IP, at live preference, selected from the
 //!    switch's active agent; no route for a MAC no switch has; a broadcast route per
 //!    (switch, network).
+//! 4. **Redundancy**: every other agent configured for the switch that answers and has the
+//!    control node's session up also holds its HA-stale shadow of each of those routes, so
+//!    the next fault finds them: a restarted standby has not recovered until it has.
 //!
 //! Each violation names the switch, agent or control node and shows a few examples; the
 //! HA-stale continuity check (nothing absent during a switchover) is in
@@ -147,6 +150,8 @@ pub struct CnRoute {
     pub next_hops: Vec<String>,
     pub local_preference: u32,
     pub agents: Vec<String>,
+    /// Agents with an HA-stale path (shadow) for the key.
+    pub standby: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -614,6 +619,7 @@ fn check_routes(
     let mut wrong_nh = Vec::new();
     let mut not_live = Vec::new();
     let mut wrong_agent = Vec::new();
+    let mut unshadowed = Vec::new();
     let mut seen: BTreeSet<(&str, u32, &str)> = BTreeSet::new();
     let mut have_bum: BTreeSet<(String, u32, String)> = BTreeSet::new();
     for r in routes {
@@ -648,6 +654,16 @@ fn check_routes(
                     r.tag, r.mac, r.agents
                 ));
             }
+            let missing_shadow = input.agents.iter().find(|b| {
+                &b.name != a
+                    && b.reachable
+                    && b.switches.contains_key(*sw)
+                    && b.cn_up.get(index) == Some(&true)
+                    && !r.standby.contains(&b.name)
+            });
+            if let Some(b) = missing_shadow {
+                unshadowed.push(format!("{}/{} ({sw}) by {}", r.tag, r.mac, b.name));
+            }
         }
     }
     for (key, (sw, ip)) in &want {
@@ -669,6 +685,10 @@ fn check_routes(
     report("MAC routes with a wrong next hop", wrong_nh);
     report("MAC routes only at HA-stale preference", not_live);
     report("MAC routes not selected from the active agent", wrong_agent);
+    report(
+        "MAC routes without the standby's HA-stale shadow",
+        unshadowed,
+    );
     let bum_missing: Vec<String> = want_bum
         .difference(&have_bum)
         .map(|(vrf, tag, a)| format!("{vrf} {tag}/{a}"))
@@ -743,6 +763,7 @@ mod tests {
                     next_hops: vec![ip(sw)],
                     local_preference: 100,
                     agents: vec![layout::build(&s).agents[sw].name.clone()],
+                    standby: vec![layout::build(&s).agents[1 - sw].name.clone()],
                 });
                 routes.push(CnRoute {
                     vrf: vns[j].vrf.clone(),
@@ -752,6 +773,7 @@ mod tests {
                     next_hops: vec![ip(sw)],
                     local_preference: 100,
                     agents: vec!["agent-a".into(), "agent-b".into()],
+                    standby: Vec::new(),
                 });
             }
             switches.push(snap);
@@ -926,6 +948,30 @@ mod tests {
         let mut w = world();
         w.routes.retain(|r| r.mac != BROADCAST);
         only(&w, Kind::Route, "4 broadcast routes missing");
+        // A standby that answers and is connected must shadow the route...
+        let mut w = world();
+        w.routes[0].standby.clear();
+        only(
+            &w,
+            Kind::Route,
+            "1 MAC routes without the standby's HA-stale shadow",
+        );
+        // ... unless it is down or cut off from the control node.
+        let mut unreachable = world();
+        unreachable.routes[0].standby.clear();
+        unreachable.agents[1].reachable = false;
+        unreachable.agents[1].switches.clear();
+        assert!(run(&unreachable)
+            .violations
+            .iter()
+            .all(|v| v.kind != Kind::Route));
+        let mut cut_off = world();
+        cut_off.routes[0].standby.clear();
+        cut_off.agents[1].cn_up = vec![false];
+        assert!(run(&cut_off)
+            .violations
+            .iter()
+            .all(|v| v.kind != Kind::Route));
         // A MAC local on two switches is noted, not judged.
         let mut w = world();
         let dup = w.switches[0].local[0].clone();

@@ -731,6 +731,7 @@ async fn full_check(bed: &Bed) -> Verdict {
                         next_hops: r.next_hops,
                         local_preference: r.local_preference,
                         agents: r.agents,
+                        standby: r.standby,
                     })
                     .collect(),
             ),

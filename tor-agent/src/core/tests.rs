@@ -3,7 +3,8 @@
 //! transaction semantics as ovsdb-server: garbage collection, referential
 //! integrity, indexes), the control node is this harness.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ovsdb::client::{TransactOutcome, Transaction};
@@ -246,7 +247,7 @@ impl Harness {
         Harness {
             core: Core::new(settings),
             now: Instant::now(),
-            switches: HashMap::new(),
+            switches: HashMap::default(),
             cn: BTreeMap::new(),
             subscribed: Vec::new(),
             txns: Vec::new(),
@@ -889,6 +890,74 @@ fn a_switch_without_config_is_held_but_not_written() {
     let st = h.core.status(h.now);
     assert_eq!(st.sessions.len(), 1);
     assert!(st.sessions[0].switch.is_none());
+}
+
+/// Inserts into `table` among a transaction's operations.
+fn inserts_into(txn: &Transaction, table: &str) -> usize {
+    let params = serde_json::to_value(txn.params()).unwrap();
+    params
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| op["op"] == "insert" && op["table"] == table)
+        .count()
+}
+
+#[test]
+fn a_transaction_that_creates_locators_carries_one_mac_per_new_locator() {
+    let mut h = configured("a1", TSN_A);
+    for i in 0..6 {
+        let vtep = if i % 2 == 0 { "10.0.0.98" } else { "10.0.0.99" };
+        h.route(&format!("02:00:00:00:00:{i:02x}"), vtep, 100, 1);
+    }
+    h.connect(1, FakeSwitch::new("sw1", VTEP));
+    // Everything else toward the new VTEPs waits for the locators, so the
+    // transaction creating them stays small and commits fast.
+    let first = h
+        .txns
+        .iter()
+        .find(|t| inserts_into(t, "Ucast_Macs_Remote") > 0)
+        .unwrap();
+    assert_eq!(inserts_into(first, "Physical_Locator"), 2);
+    assert_eq!(inserts_into(first, "Ucast_Macs_Remote"), 2);
+    assert_eq!(h.sw(1).remote_macs().len(), 6);
+    assert!(h.sw(1).locator("10.0.0.98").is_some());
+    assert!(h.sw(1).locator("10.0.0.99").is_some());
+    let locators: usize = h
+        .txns
+        .iter()
+        .map(|t| inserts_into(t, "Physical_Locator"))
+        .sum();
+    assert_eq!(
+        locators, 3,
+        "two remote VTEPs and the service node, once each"
+    );
+}
+
+#[test]
+fn at_takeover_a_learnt_mac_outbids_the_remote_route_for_it() {
+    let mut h = configured("a1", TSN_A);
+    // Another switch advertised the MAC (it moved there, sequence 5); this
+    // switch has learnt it since. Switch transactions are planned before the
+    // HA logic fixes the local sequence: the local MAC must still win.
+    h.route("02:00:00:00:00:01", "10.0.0.99", 100, 5);
+    let sw = FakeSwitch::new("sw1", VTEP);
+    sw.ops(vec![json!({"op": "insert", "table": "Logical_Switch",
+        "row": {"name": format!("Contrail-{}", vn()), "tunnel_key": 5001}})]);
+    let ls = sw.ls().uuid;
+    sw.learn(ls, "02:00:00:00:00:01");
+    h.connect(1, sw);
+    assert!(
+        h.txns
+            .iter()
+            .all(|t| inserts_into(t, "Ucast_Macs_Remote") == 0),
+        "the remote MAC was never written, not even for a moment"
+    );
+    assert_eq!(h.sw(1).remote_macs(), vec![]);
+    assert_eq!(
+        h.exported("02:00:00:00:00:01"),
+        Some((100, 6, VTEP.to_string()))
+    );
 }
 
 #[allow(dead_code)]

@@ -6,7 +6,7 @@
 //! higher preference, then the higher sequence, then the lower switch name
 //! wins. `take_changes` returns what to send since the last call.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
 
 use tf_xmpp::enet::EnetEntry;
 
@@ -27,7 +27,10 @@ pub enum ExportChange {
 
 #[derive(Default, Debug)]
 pub struct ExportTable {
-    contributions: HashMap<ExportKey, BTreeMap<String, EnetEntry>>,
+    /// Per key, each contributing switch's entry: nearly always one, so a
+    /// short vector (a B-tree node per key cost kilobytes and a page fault
+    /// every few keys in a takeover).
+    contributions: HashMap<ExportKey, Vec<(String, EnetEntry)>>,
     published: HashMap<ExportKey, EnetEntry>,
     dirty: HashSet<ExportKey>,
 }
@@ -41,15 +44,26 @@ impl ExportTable {
     pub fn set(&mut self, switch: &str, key: ExportKey, entry: Option<EnetEntry>) {
         match entry {
             Some(e) => {
-                let slot = self.contributions.entry(key.clone()).or_default();
-                if slot.get(switch) != Some(&e) {
-                    slot.insert(switch.to_string(), e);
-                    self.dirty.insert(key);
+                let slot = match self.contributions.get_mut(&key) {
+                    Some(slot) => slot,
+                    None => self.contributions.entry(key.clone()).or_default(),
+                };
+                match slot.iter_mut().find(|(s, _)| s == switch) {
+                    Some((_, old)) if *old == e => {}
+                    Some((_, old)) => {
+                        *old = e;
+                        self.dirty.insert(key);
+                    }
+                    None => {
+                        slot.push((switch.to_string(), e));
+                        self.dirty.insert(key);
+                    }
                 }
             }
             None => {
                 if let Some(slot) = self.contributions.get_mut(&key) {
-                    if slot.remove(switch).is_some() {
+                    if let Some(i) = slot.iter().position(|(s, _)| s == switch) {
+                        slot.swap_remove(i);
                         if slot.is_empty() {
                             self.contributions.remove(&key);
                         }
@@ -64,7 +78,7 @@ impl ExportTable {
     pub fn keys_of(&self, switch: &str) -> Vec<ExportKey> {
         self.contributions
             .iter()
-            .filter(|(_, s)| s.contains_key(switch))
+            .filter(|(_, s)| s.iter().any(|(name, _)| name == switch))
             .map(|(k, _)| k.clone())
             .collect()
     }

@@ -15,7 +15,8 @@
 
 pub mod exports;
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hash::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tf_xmpp::enet::{preference, EnetEntry, BROADCAST_MAC};
@@ -24,7 +25,7 @@ use uuid::Uuid;
 use crate::ifmap::DeviceConfig;
 use crate::mac::Mac;
 use crate::northbound::routes::{next_hop_addresses, RouteKey, RouteStore};
-use crate::reconcile::{ls_name, SwitchDb};
+use crate::reconcile::SwitchDb;
 use exports::{ExportKey, ExportTable};
 
 /// The plain MAC route address of ToR MACs (no IP learning on ToRs).
@@ -45,8 +46,11 @@ pub struct HaInput<'a> {
 #[derive(Debug, Default)]
 pub struct SwitchHa {
     pub name: String,
-    /// Keys this switch currently contributes to the export table.
+    /// Keys this switch currently contributes to the export table, and
+    /// whether at live preference.
     contributed: HashMap<ExportKey, bool>,
+    /// Contributed MAC keys at live preference (kept for status polls).
+    live_macs: usize,
     /// Contributed MAC routes per (VRF, VNI): a broadcast route is wanted
     /// while some exist (or while the switch is held).
     macs_per_vn: HashMap<(String, u32), usize>,
@@ -131,21 +135,38 @@ impl SwitchHa {
 
     /// Records a contribution and passes it to the export table.
     fn set(&mut self, exports: &mut ExportTable, key: ExportKey, entry: Option<EnetEntry>) {
-        let vn = (key.vrf.clone(), key.key.tag);
         let is_mac = !key.key.mac.is_broadcast();
         match entry {
             Some(e) => {
-                if self.contributed.insert(key.clone(), true).is_none() && is_mac {
-                    *self.macs_per_vn.entry(vn).or_default() += 1;
+                let live = e.local_preference >= preference::LOW;
+                let was = match self.contributed.get_mut(&key) {
+                    Some(l) => Some(std::mem::replace(l, live)),
+                    None => {
+                        self.contributed.insert(key.clone(), live);
+                        if is_mac {
+                            *self
+                                .macs_per_vn
+                                .entry((key.vrf.clone(), key.key.tag))
+                                .or_default() += 1;
+                        }
+                        None
+                    }
+                };
+                if is_mac {
+                    self.count_live(was, Some(live));
                 }
                 exports.set(&self.name, key, Some(e));
             }
             None => {
-                if self.contributed.remove(&key).is_some() && is_mac {
-                    if let Some(n) = self.macs_per_vn.get_mut(&vn) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.macs_per_vn.remove(&vn);
+                if let Some(was) = self.contributed.remove(&key) {
+                    if is_mac {
+                        self.count_live(Some(was), None);
+                        let vn = (key.vrf.clone(), key.key.tag);
+                        if let Some(n) = self.macs_per_vn.get_mut(&vn) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.macs_per_vn.remove(&vn);
+                            }
                         }
                     }
                 }
@@ -154,22 +175,22 @@ impl SwitchHa {
         }
     }
 
+    fn count_live(&mut self, was: Option<bool>, is: Option<bool>) {
+        match (was == Some(true), is == Some(true)) {
+            (false, true) => self.live_macs += 1,
+            (true, false) => self.live_macs -= 1,
+            _ => {}
+        }
+    }
+
     /// How many routes this switch contributes.
     pub fn contributed(&self) -> usize {
         self.contributed.len()
     }
 
-    /// MAC routes contributed at live preference (held switch's local MACs).
-    pub fn live_routes(&self, exports: &ExportTable) -> usize {
-        self.contributed
-            .keys()
-            .filter(|k| !k.key.mac.is_broadcast())
-            .filter(|k| {
-                exports
-                    .published(k)
-                    .is_some_and(|e| e.local_preference >= preference::LOW)
-            })
-            .count()
+    /// MAC routes contributed at live preference (a held switch's local MACs).
+    pub fn live_routes(&self) -> usize {
+        self.live_macs
     }
 
     fn compute(
@@ -186,9 +207,8 @@ impl SwitchHa {
         let received = input.routes.get(&key.vrf, &key.key);
         let received_here = received.filter(|r| next_hop_addresses(r).contains(&vtep));
         let local = input.db.and_then(|db| {
-            let ls = db.ls_by_name(&ls_name(vn))?;
-            db.local_rows(&ls, &mac)
-                .first()
+            let ls = db.ls_of_vn(vn)?;
+            db.first_local(&ls, &mac)
                 .map(|r| db.locator_ip(&r.locator).unwrap_or(vtep).to_string())
         });
         if let Some(nh) = local {
@@ -243,12 +263,13 @@ impl SwitchHa {
         now: Instant,
     ) {
         let before: Vec<ExportKey> = self.contributed.keys().cloned().collect();
-        let mut wanted: BTreeMap<ExportKey, EnetEntry> = BTreeMap::new();
+        let mut wanted: HashMap<ExportKey, EnetEntry> =
+            HashMap::with_capacity_and_hasher(self.contributed.len(), Default::default());
         self.wake_at = None;
         if let Some(vtep) = input.vtep.as_deref() {
             // Routes toward this switch, found through the next-hop index
             // rather than by scanning whole VRFs.
-            let mut via: HashMap<&str, Vec<Mac>> = HashMap::new();
+            let mut via: HashMap<&str, Vec<Mac>> = HashMap::default();
             for (vrf, key) in input.routes.keys_via(vtep) {
                 via.entry(vrf.as_str()).or_default().push(key.mac);
             }
@@ -258,7 +279,7 @@ impl SwitchHa {
                 };
                 let mut macs: Vec<Mac> = via.get(vrf).cloned().unwrap_or_default();
                 if let Some(db) = input.db {
-                    if let Some(ls) = db.ls_by_name(&ls_name(vn)) {
+                    if let Some(ls) = db.ls_of_vn(vn) {
                         macs.extend(db.locals_of(&ls).map(|r| r.mac));
                     }
                 }
@@ -338,6 +359,7 @@ impl SwitchHa {
         }
         self.stale_since.clear();
         self.local_seq.clear();
+        self.live_macs = 0;
     }
 }
 

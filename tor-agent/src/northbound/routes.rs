@@ -6,7 +6,8 @@
 //! while it is away; they go when it comes back and its End-of-RIB (or a
 //! timeout) shows they were not re-advertised.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use tf_xmpp::enet::EnetEntry;
 
@@ -64,8 +65,8 @@ impl RouteStore {
     pub fn new(control_nodes: usize) -> RouteStore {
         RouteStore {
             cns: vec![CnRoutes::default(); control_nodes.max(1)],
-            by_mac: HashMap::new(),
-            by_next_hop: HashMap::new(),
+            by_mac: HashMap::default(),
+            by_next_hop: HashMap::default(),
         }
     }
 
@@ -83,6 +84,27 @@ impl RouteStore {
     /// An advertisement from control node `cn`.
     pub fn update(&mut self, cn: usize, vrf: &str, entry: EnetEntry) -> Option<Changed> {
         let key = RouteKey::from_entry(&entry)?;
+        let vrfs = &mut self.cns.get_mut(cn)?.vrfs;
+        let table = match vrfs.get_mut(vrf) {
+            Some(t) => t,
+            None => vrfs.entry(vrf.to_string()).or_default(),
+        };
+        // The common update (a takeover moving a route between HA-stale and live) changes
+        // only preference and sequence: then the next-hop and MAC indexes already hold it.
+        if let Some(old) = table.get_mut(&key) {
+            let same_next_hops = old.entry.next_hops.len() == entry.next_hops.len()
+                && old
+                    .entry
+                    .next_hops
+                    .iter()
+                    .zip(&entry.next_hops)
+                    .all(|(a, b)| a.address == b.address);
+            if same_next_hops {
+                old.entry = entry;
+                old.stale = false;
+                return Some((vrf.to_string(), key));
+            }
+        }
         for nh in &entry.next_hops {
             self.by_next_hop
                 .entry(nh.address.clone())

@@ -3,7 +3,7 @@
 //! and outputs. Reconnects with TF's backoff (0, 1, 2, 4 … 30 s, jittered,
 //! reset after three keepalives).
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -105,7 +105,7 @@ async fn session(
     let cn = opts.index;
     let agent = opts.client.agent_name.clone();
     let _ = core.send(Event::Input(Input::CnUp { cn }));
-    let mut subscribed: HashMap<String, u32> = HashMap::new();
+    let mut subscribed: HashMap<String, u32> = HashMap::default();
     let mut config_subscribed = false;
     let mut seq: u64 = 0;
     let reason = loop {

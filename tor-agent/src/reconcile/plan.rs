@@ -11,7 +11,8 @@
 //! `Physical_Locator` is only ever created in the transaction that first
 //! references it, and never twice concurrently (the index would reject it).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ovsdb::client::{Condition, Transaction};
@@ -147,20 +148,20 @@ impl Planner {
             next_id: 1,
             small_dirty: true,
             small_pending: false,
-            dirty: HashSet::new(),
+            dirty: HashSet::default(),
             full_pass: true,
-            in_flight: HashMap::new(),
-            pending_keys: HashSet::new(),
-            creating_locators: HashMap::new(),
-            blocked_on_txn: HashMap::new(),
-            blocked_on_ls: HashMap::new(),
-            programmed: HashSet::new(),
-            programmed_ls: HashSet::new(),
-            programmed_bindings: HashSet::new(),
-            stale_rows: HashMap::new(),
-            stale_keys: HashMap::new(),
-            stale_bindings: HashMap::new(),
-            ls_waiting_since: HashMap::new(),
+            in_flight: HashMap::default(),
+            pending_keys: HashSet::default(),
+            creating_locators: HashMap::default(),
+            blocked_on_txn: HashMap::default(),
+            blocked_on_ls: HashMap::default(),
+            programmed: HashSet::default(),
+            programmed_ls: HashSet::default(),
+            programmed_bindings: HashSet::default(),
+            stale_rows: HashMap::default(),
+            stale_keys: HashMap::default(),
+            stale_bindings: HashMap::default(),
+            ls_waiting_since: HashMap::default(),
             retry_at: None,
             wake_at: None,
             failures: 0,
@@ -434,7 +435,7 @@ impl Planner {
         };
         let mut created = BTreeMap::new();
         // --- logical switches -------------------------------------------------
-        let mut ls_atom: HashMap<Uuid, Atom> = HashMap::new();
+        let mut ls_atom: HashMap<Uuid, Atom> = HashMap::default();
         let existing = db.logical_switches();
         let wanted_names: HashMap<String, Uuid> = input
             .device
@@ -481,7 +482,7 @@ impl Planner {
             .values()
             .map(|v| i64::from(v.vni))
             .collect();
-        let mut deleting: HashSet<Uuid> = HashSet::new();
+        let mut deleting: HashSet<Uuid> = HashSet::default();
         for ls in &existing {
             if wanted_names.contains_key(&ls.name) {
                 continue;
@@ -692,6 +693,7 @@ impl Planner {
         let mut s = TxnSummary::default();
         let mut created = BTreeMap::new();
         let mut keys = Vec::new();
+        let mut deferred = Vec::new();
         let mut rows = 0;
         let candidates: Vec<Key> = self
             .dirty
@@ -714,7 +716,7 @@ impl Planner {
                 self.programmed.remove(&key);
                 continue;
             };
-            let Some(ls) = db.ls_by_name(&ls_name(&vn)) else {
+            let Some(ls) = db.ls_of_vn(&vn) else {
                 self.blocked_on_ls.entry(vn).or_default().push(key);
                 continue;
             };
@@ -726,10 +728,12 @@ impl Planner {
                 }
                 // A MAC this switch learnt wins unless the remote one moved
                 // later (higher MAC-mobility sequence).
+                // No sequence fixed yet: the HA logic will fix it at the
+                // current best + 1 from these same routes, so the local MAC wins.
                 if db.has_local(&ls, &mac) {
-                    let ours = (input.local_seq)(&vn, &mac).unwrap_or(1);
-                    if route.effective_sequence() <= ours {
-                        return None;
+                    match (input.local_seq)(&vn, &mac) {
+                        Some(ours) if route.effective_sequence() > ours => {}
+                        _ => return None,
                     }
                 }
                 nh.first().map(|a| a.to_string())
@@ -747,6 +751,12 @@ impl Planner {
                         self.stale_keys.remove(u);
                     }
                     if existing.len() == 1 && existing[0].1.as_deref() == Some(ip.as_str()) {
+                        continue;
+                    }
+                    if created.contains_key(&ip) {
+                        // Keep a transaction that creates locators small: everything
+                        // else toward a new VTEP waits for it, so it should commit fast.
+                        deferred.push(key);
                         continue;
                     }
                     let loc = match self.locator(input, &ip, &mut txn, &mut created, &mut s) {
@@ -815,7 +825,17 @@ impl Planner {
                 }
             }
         }
-        self.register(txn, s, keys, false, created)
+        let planned = self.register(txn, s, keys, false, created);
+        match &planned {
+            Some(t) if !deferred.is_empty() => {
+                self.blocked_on_txn
+                    .entry(t.id)
+                    .or_default()
+                    .extend(deferred);
+            }
+            _ => self.dirty.extend(deferred),
+        }
+        planned
     }
 
     /// Work whose time has come: stale rows past their grace, logical

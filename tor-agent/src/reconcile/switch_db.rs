@@ -2,7 +2,8 @@
 //! reconcile engine and the exports need. Plain data, fed with the decoded
 //! monitor updates of the session, in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ovsdb::client::{ChangeKind, Replica, ReplicaError, TableReplica};
@@ -14,6 +15,7 @@ use ovsdb::vtep::{
 use ovsdb::{DatabaseSchema, Row, Uuid};
 
 use crate::mac::Mac;
+use crate::reconcile::plan::{ls_name, vn_of_ls_name};
 
 /// The tables the agent monitors (every column).
 pub const MONITORED: &[&str] = &[
@@ -56,6 +58,9 @@ pub enum Touched {
 pub struct SwitchDb {
     replica: Replica,
     ls_by_name: HashMap<String, Uuid>,
+    /// The logical switch of each virtual network (named `ls_name(vn)`):
+    /// per-MAC lookups need it without building the name.
+    ls_by_vn: HashMap<Uuid, Uuid>,
     locator_ip: HashMap<Uuid, String>,
     locator_by_ip: HashMap<String, Uuid>,
     ucast_remote: HashMap<(Uuid, Mac), Vec<Uuid>>,
@@ -75,17 +80,18 @@ impl SwitchDb {
     pub fn new(schema: Arc<DatabaseSchema>) -> SwitchDb {
         SwitchDb {
             replica: Replica::new(schema),
-            ls_by_name: HashMap::new(),
-            locator_ip: HashMap::new(),
-            locator_by_ip: HashMap::new(),
-            ucast_remote: HashMap::new(),
-            remote_rows: HashMap::new(),
-            ucast_local: HashMap::new(),
-            local_rows: HashMap::new(),
+            ls_by_name: HashMap::default(),
+            ls_by_vn: HashMap::default(),
+            locator_ip: HashMap::default(),
+            locator_by_ip: HashMap::default(),
+            ucast_remote: HashMap::default(),
+            remote_rows: HashMap::default(),
+            ucast_local: HashMap::default(),
+            local_rows: HashMap::default(),
             malformed_macs: 0,
-            mcast_remote: HashMap::new(),
-            mcast_local_by_ls: HashMap::new(),
-            switches: HashMap::new(),
+            mcast_remote: HashMap::default(),
+            mcast_local_by_ls: HashMap::default(),
+            switches: HashMap::default(),
         }
     }
 
@@ -134,9 +140,15 @@ impl SwitchDb {
                 if let Some(o) = old.and_then(|r| LogicalSwitch::from_row(&schema, uuid, r).ok()) {
                     if self.ls_by_name.get(&o.name) == Some(&uuid) {
                         self.ls_by_name.remove(&o.name);
+                        if let Some(vn) = canonical_vn(&o.name) {
+                            self.ls_by_vn.remove(&vn);
+                        }
                     }
                 }
                 if let Some(n) = new.and_then(|r| LogicalSwitch::from_row(&schema, uuid, r).ok()) {
+                    if let Some(vn) = canonical_vn(&n.name) {
+                        self.ls_by_vn.insert(vn, uuid);
+                    }
                     self.ls_by_name.insert(n.name, uuid);
                 }
                 out.push(Touched::LogicalSwitch { uuid });
@@ -331,6 +343,11 @@ impl SwitchDb {
         self.ls_by_name.get(name).copied()
     }
 
+    /// The logical switch named `ls_name(vn)`, without building the name.
+    pub fn ls_of_vn(&self, vn: &Uuid) -> Option<Uuid> {
+        self.ls_by_vn.get(vn).copied()
+    }
+
     /// Ports of one physical switch, by name.
     pub fn ports_of(&self, ps: &PhysicalSwitch) -> BTreeMap<String, PhysicalPort> {
         let Some(t) = self.replica.table("Physical_Port") else {
@@ -388,6 +405,13 @@ impl SwitchDb {
             .get(&(*ls, *mac))
             .map(|v| v.iter().filter_map(|u| self.local_rows.get(u)).collect())
             .unwrap_or_default()
+    }
+
+    /// The first local row of a MAC, without collecting them all.
+    pub fn first_local(&self, ls: &Uuid, mac: &Mac) -> Option<&MacRow> {
+        self.ucast_local
+            .get(&(*ls, *mac))
+            .and_then(|v| v.iter().find_map(|u| self.local_rows.get(u)))
     }
 
     pub fn has_local(&self, ls: &Uuid, mac: &Mac) -> bool {
@@ -451,4 +475,10 @@ impl SwitchDb {
     pub fn remote_rows_of(&self, ls: &Uuid) -> Vec<&MacRow> {
         self.remote_rows.values().filter(|r| r.ls == *ls).collect()
     }
+}
+
+/// The VN a logical switch name stands for, when the name is exactly the
+/// one `ls_name` gives it (the form every lookup by name uses).
+fn canonical_vn(name: &str) -> Option<Uuid> {
+    vn_of_ls_name(name).filter(|vn| ls_name(vn) == name)
 }
