@@ -29,6 +29,10 @@ use crate::reconcile::{vn_of_ls_name, PlanInput, PlanSettings, Planner, SwitchDb
 
 pub type SessionId = u64;
 
+/// How long a switch's exports may wait for its first transaction (see
+/// `Core::exports_wait`).
+const EXPORTS_WAIT: Duration = Duration::from_millis(200);
+
 #[derive(Clone, Debug)]
 pub struct CoreSettings {
     pub agent_name: String,
@@ -821,6 +825,10 @@ impl Core {
         let mut early = self.flush_transactions(now);
         let dirty: Vec<String> = std::mem::take(&mut self.ha_dirty).into_iter().collect();
         for name in dirty {
+            if self.exports_wait(&name, now).is_some() {
+                self.ha_dirty.insert(name);
+                continue;
+            }
             self.recompute_switch(&name, now);
         }
         self.check_convergence(now);
@@ -960,6 +968,27 @@ impl Core {
         }
     }
 
+    /// Southbound first: a switch just taken over whose first transaction
+    /// creates the locators the rest of its MACs need gets that answer
+    /// before the core spends its time on the switch's exports (a takeover
+    /// of 10k MACs: ~100 ms of the core loop, which would hold back the bulk
+    /// of the switch's writes). Bounded by `EXPORTS_WAIT`; the control node
+    /// keeps the MACs meanwhile through the HA-stale shadows. When the wait
+    /// ends, if it does.
+    fn exports_wait(&self, name: &str, now: Instant) -> Option<Instant> {
+        self.exports_wait_until(name).filter(|until| now < *until)
+    }
+
+    fn exports_wait_until(&self, name: &str) -> Option<Instant> {
+        let sw = self.switches.get(name)?;
+        let takeover = sw.current.as_ref().filter(|t| t.converged.is_none())?;
+        let session = self.sessions.get(&sw.session?)?;
+        session
+            .planner
+            .creating_locators()
+            .then_some(takeover.identified + EXPORTS_WAIT)
+    }
+
     fn recompute_switch(&mut self, name: &str, now: Instant) {
         let Some(device) = self.devices.get(name) else {
             return;
@@ -1047,7 +1076,8 @@ impl Core {
             let Some(t) = sw.current.as_mut() else {
                 continue;
             };
-            if t.converged.is_some() || !s.planner.is_converged() || !exported {
+            let exports_pending = self.ha_dirty.contains(&sw.ha.name);
+            if t.converged.is_some() || !s.planner.is_converged() || !exported || exports_pending {
                 continue;
             }
             t.converged = Some(now);
@@ -1081,6 +1111,9 @@ impl Core {
         }
         for sw in self.switches.values() {
             put(sw.ha.wake_at());
+        }
+        for name in &self.ha_dirty {
+            put(self.exports_wait_until(name));
         }
         if !self.config_complete {
             put(self

@@ -960,5 +960,50 @@ fn at_takeover_a_learnt_mac_outbids_the_remote_route_for_it() {
     );
 }
 
+#[test]
+fn exports_wait_briefly_for_the_transaction_creating_locators() {
+    let mut h = configured("a1", TSN_A);
+    h.route("02:00:00:00:00:aa", "10.0.0.99", 100, 1);
+    let sw = FakeSwitch::new("sw1", VTEP);
+    sw.ops(vec![json!({"op": "insert", "table": "Logical_Switch",
+        "row": {"name": format!("Contrail-{}", vn()), "tunnel_key": 5001}})]);
+    let ls = sw.ls().uuid;
+    sw.learn(ls, "02:00:00:00:00:01");
+    let dump = sw.dump();
+    h.switches.insert(1, sw);
+    let id = 1;
+    for i in [
+        Input::SessionOpened {
+            id,
+            peer: "127.0.0.1:1".into(),
+            cert_name: None,
+        },
+        Input::SessionSchema {
+            id,
+            schema: hardware_vtep(),
+        },
+        Input::SessionUpdates { id, updates: dump },
+        Input::MonitorReady { id },
+    ] {
+        h.core.handle(i, h.now);
+    }
+    let live = |out: &[Output]| {
+        out.iter().any(|o| {
+            matches!(o, Output::Publish { entry, .. }
+                if entry.nlri.mac == "02:00:00:00:00:01" && entry.local_preference == 100)
+        })
+    };
+    // The locator transaction goes out; the exports wait for its answer...
+    let out = h.core.flush(h.now);
+    assert!(out.iter().any(|o| matches!(o, Output::Transact { .. })));
+    assert!(!live(&out));
+    let wake = h.core.next_wake().unwrap();
+    assert!(wake <= h.now + Duration::from_millis(200), "{wake:?}");
+    // ... but not for long: the switch's MACs are exported even if it never comes.
+    h.now += Duration::from_millis(200);
+    let out = h.core.flush(h.now);
+    assert!(live(&out));
+}
+
 #[allow(dead_code)]
 fn unused(_: IfmapNode, _: Datum) {}

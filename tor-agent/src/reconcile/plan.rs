@@ -227,6 +227,12 @@ impl Planner {
             && self.blocked_on_ls.is_empty()
     }
 
+    /// A transaction creating locators is in flight (MACs toward new VTEPs
+    /// wait for it).
+    pub fn creating_locators(&self) -> bool {
+        !self.creating_locators.is_empty()
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
