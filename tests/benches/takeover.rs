@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{agent, control_node};
+use e2e::{agent, control_node, FabricToml, BLUE_VN_UUID, BLUE_VRF};
 use ovsdb::client::{Client, MonitorSpec, SessionOptions, TableMonitor, Transaction};
 use ovsdb::testing::RealSwitch;
 use ovsdb::transport::connect;
@@ -24,40 +24,17 @@ use tf_xmpp::route::{encode_route_publish, encode_vrf_subscribe};
 use tf_xmpp::session::{spawn_session, SessionConfig};
 use tf_xmpp::RouteDecoding;
 
-const VN_UUID: &str = "6a3b1f00-0000-4000-8000-000000000001";
-const VRF: &str = "default-domain:p:blue:blue";
+const VN_UUID: &str = BLUE_VN_UUID;
+const VRF: &str = BLUE_VRF;
 const VTEP: &str = "10.0.0.11";
 const BATCH: usize = 500;
 const IN_FLIGHT: usize = 8;
 
 fn fabric() -> String {
-    format!(
-        r#"
-        [global]
-        vxlan_mode = "configured"
-        [[virtual_router]]
-        name = "bench-agent"
-        [[virtual_router]]
-        name = "injector"
-        [[virtual_network]]
-        name = "blue"
-        project = "p"
-        network_id = 5
-        vni = 5001
-        uuid = "{VN_UUID}"
-        [[physical_router]]
-        name = "sw1"
-        management_ip = "192.0.2.1"
-        dataplane_ip = "{VTEP}"
-        tor_agents = ["bench-agent"]
-        interfaces = ["p1"]
-        [[binding]]
-        physical_router = "sw1"
-        interface = "p1"
-        vlan = 100
-        virtual_network = "blue"
-        "#
-    )
+    FabricToml::blue(&["bench-agent"])
+        .other_router("injector")
+        .switch("sw1", "192.0.2.1", VTEP, "p1", 100)
+        .toml()
 }
 
 fn mac(prefix: u8, i: usize) -> String {
@@ -91,6 +68,35 @@ async fn pipelined(client: &Client, txns: Vec<Transaction>) {
 }
 
 /// A switch with its logical switch and `n` local MACs, as learnt.
+/// MAC rows `prefix:i` for every `i` in `range`, in `BATCH`-row transactions
+/// (the same batching the agent is configured with).
+fn mac_batches(
+    table: &str,
+    prefix: u8,
+    range: std::ops::Range<usize>,
+    ls: &Atom,
+    locator: impl Fn(usize) -> Atom,
+) -> Vec<Transaction> {
+    range
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(|chunk| {
+            let mut t = Transaction::new("hardware_vtep");
+            for &i in chunk {
+                t.insert(
+                    table,
+                    vec![
+                        ("MAC".into(), Datum::scalar(mac(prefix, i))),
+                        ("logical_switch".into(), Datum::scalar(ls.clone())),
+                        ("locator".into(), Datum::scalar(locator(i))),
+                    ],
+                );
+            }
+            t
+        })
+        .collect()
+}
+
 async fn prepared_switch(n: usize) -> RealSwitch {
     let sw = RealSwitch::start(false, None).unwrap();
     sw.vtep_ctl(&["add-ps", "sw1"]).unwrap();
@@ -130,24 +136,7 @@ async fn prepared_switch(n: usize) -> RealSwitch {
         Atom::Uuid(row["_uuid"][1].as_str().unwrap().parse().unwrap())
     };
     let (ls_uuid, loc) = (uuid(0), uuid(1));
-    let txns = (1..n)
-        .collect::<Vec<_>>()
-        .chunks(BATCH)
-        .map(|chunk| {
-            let mut t = Transaction::new("hardware_vtep");
-            for i in chunk {
-                t.insert(
-                    "Ucast_Macs_Local",
-                    vec![
-                        ("MAC".into(), Datum::scalar(mac(0xaa, *i))),
-                        ("logical_switch".into(), Datum::scalar(ls_uuid.clone())),
-                        ("locator".into(), Datum::scalar(loc.clone())),
-                    ],
-                );
-            }
-            t
-        })
-        .collect();
+    let txns = mac_batches("Ucast_Macs_Local", 0xaa, 1..n, &ls_uuid, |_| loc.clone());
     pipelined(&client, txns).await;
     client.close();
     sw
@@ -227,24 +216,9 @@ async fn floor(sw: &RealSwitch, n: usize) -> Duration {
         .into_iter()
         .map(|h| Atom::Uuid(out.uuid(h).unwrap()))
         .collect();
-    let txns = (vteps..n)
-        .collect::<Vec<_>>()
-        .chunks(BATCH)
-        .map(|chunk| {
-            let mut t = Transaction::new("hardware_vtep");
-            for i in chunk {
-                t.insert(
-                    "Ucast_Macs_Remote",
-                    vec![
-                        ("MAC".into(), Datum::scalar(mac(0xbb, *i))),
-                        ("logical_switch".into(), Datum::scalar(ls.clone())),
-                        ("locator".into(), Datum::scalar(locs[i % 64].clone())),
-                    ],
-                );
-            }
-            t
-        })
-        .collect();
+    let txns = mac_batches("Ucast_Macs_Remote", 0xbb, vteps..n, &ls, |i| {
+        locs[i % 64].clone()
+    });
     pipelined(&client, txns).await;
     let total = t0.elapsed();
     // Undo, so the agent's run starts from the same state.

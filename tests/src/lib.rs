@@ -16,6 +16,73 @@ use tor_agent::runtime::AgentHandle;
 
 pub const T: Duration = Duration::from_secs(60);
 
+/// The network every e2e fabric has: "blue" in project "p", VNI 5001.
+pub const BLUE_VN_UUID: &str = "6a3b1f00-0000-4000-8000-000000000001";
+pub const BLUE_VRF: &str = "default-domain:p:blue:blue";
+
+/// The fabric config (testbed control node TOML) the e2e tests and benches
+/// share: the "blue" network, some agents, and switches that every agent
+/// serves, each bound to blue on one port and VLAN.
+#[derive(Debug, Clone, Default)]
+pub struct FabricToml {
+    agents: Vec<String>,
+    /// Virtual routers that serve no switch (a stand-in for compute agents).
+    others: Vec<String>,
+    switches: Vec<String>,
+}
+
+impl FabricToml {
+    pub fn blue(agents: &[&str]) -> FabricToml {
+        FabricToml {
+            agents: agents.iter().map(|a| a.to_string()).collect(),
+            ..FabricToml::default()
+        }
+    }
+
+    /// A virtual router that serves no switch.
+    pub fn other_router(mut self, name: &str) -> Self {
+        self.others.push(name.to_string());
+        self
+    }
+
+    /// A switch named `name` (management IP `mgmt`, VTEP `vtep`) with blue
+    /// on `port`, VLAN `vlan`.
+    pub fn switch(mut self, name: &str, mgmt: &str, vtep: &str, port: &str, vlan: u16) -> Self {
+        let agents: Vec<String> = self.agents.iter().map(|a| format!("{a:?}")).collect();
+        self.switches.push(format!(
+            r#"
+            [[physical_router]]
+            name = "{name}"
+            management_ip = "{mgmt}"
+            dataplane_ip = "{vtep}"
+            tor_agents = [{agents}]
+            interfaces = ["{port}"]
+            [[binding]]
+            physical_router = "{name}"
+            interface = "{port}"
+            vlan = {vlan}
+            virtual_network = "blue"
+            "#,
+            agents = agents.join(", ")
+        ));
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let mut f = String::from("[global]\nvxlan_mode = \"configured\"\n");
+        for a in self.agents.iter().chain(&self.others) {
+            f.push_str(&format!("[[virtual_router]]\nname = \"{a}\"\n"));
+        }
+        f.push_str(&format!(
+            "[[virtual_network]]\nname = \"blue\"\nproject = \"p\"\nnetwork_id = 5\nvni = 5001\nuuid = \"{BLUE_VN_UUID}\"\n"
+        ));
+        for s in &self.switches {
+            f.push_str(s);
+        }
+        f
+    }
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))

@@ -4,35 +4,13 @@
 
 use e2e::*;
 
-const VN_UUID: &str = "6a3b1f00-0000-4000-8000-000000000002";
-const VRF: &str = "default-domain:p:blue:blue";
+const VN_UUID: &str = BLUE_VN_UUID;
+const VRF: &str = BLUE_VRF;
 
 fn fabric() -> String {
-    format!(
-        r#"
-        [global]
-        vxlan_mode = "configured"
-        [[virtual_router]]
-        name = "agent-a"
-        [[virtual_network]]
-        name = "blue"
-        project = "p"
-        network_id = 5
-        vni = 5001
-        uuid = "{VN_UUID}"
-        [[physical_router]]
-        name = "sw1"
-        management_ip = "192.0.2.1"
-        dataplane_ip = "10.0.0.11"
-        tor_agents = ["agent-a"]
-        interfaces = ["p1"]
-        [[binding]]
-        physical_router = "sw1"
-        interface = "p1"
-        vlan = 100
-        virtual_network = "blue"
-        "#
-    )
+    FabricToml::blue(&["agent-a"])
+        .switch("sw1", "192.0.2.1", "10.0.0.11", "p1", 100)
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

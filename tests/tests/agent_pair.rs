@@ -9,47 +9,13 @@ use e2e::*;
 
 const TSN_A: &str = "198.51.100.1";
 const TSN_B: &str = "198.51.100.2";
-const VN_UUID: &str = "6a3b1f00-0000-4000-8000-000000000001";
+const VN_UUID: &str = BLUE_VN_UUID;
 
 fn fabric() -> String {
-    format!(
-        r#"
-        [global]
-        vxlan_mode = "configured"
-        [[virtual_router]]
-        name = "agent-a"
-        [[virtual_router]]
-        name = "agent-b"
-        [[virtual_network]]
-        name = "blue"
-        project = "p"
-        network_id = 5
-        vni = 5001
-        uuid = "{VN_UUID}"
-        [[physical_router]]
-        name = "sw1"
-        management_ip = "192.0.2.1"
-        dataplane_ip = "10.0.0.11"
-        tor_agents = ["agent-a", "agent-b"]
-        interfaces = ["p1"]
-        [[physical_router]]
-        name = "sw2"
-        management_ip = "192.0.2.2"
-        dataplane_ip = "10.0.0.12"
-        tor_agents = ["agent-a", "agent-b"]
-        interfaces = ["p1"]
-        [[binding]]
-        physical_router = "sw1"
-        interface = "p1"
-        vlan = 100
-        virtual_network = "blue"
-        [[binding]]
-        physical_router = "sw2"
-        interface = "p1"
-        vlan = 200
-        virtual_network = "blue"
-        "#
-    )
+    FabricToml::blue(&["agent-a", "agent-b"])
+        .switch("sw1", "192.0.2.1", "10.0.0.11", "p1", 100)
+        .switch("sw2", "192.0.2.2", "10.0.0.12", "p1", 200)
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,8 @@ use ovsdb::vtep::{McastMacsRemote, PhysicalLocator, PhysicalLocatorSet};
 use testbed::control_node::{ControlNodeConfig, ControlNodeHandle, Fabric};
 use testbed::switch::{SimSwitch, SimSwitchHandle, SwitchSpec};
 use tokio::time::Instant;
+
+use crate::FabricToml;
 use tor_agent::admin::api::AdminApiClient as _;
 use tor_agent::admin::status::{AgentStatus, SwitchStatus};
 use tor_proxy::admin::api::AdminApiClient as _;
@@ -68,8 +70,8 @@ const HOLD_TIME_S: u64 = 9;
 const FIRST_SWITCH_HOST: u8 = 129;
 /// Switches fit between .129 and .254.
 pub const MAX_SWITCHES: usize = 126;
-const VN_UUID: &str = "6a3b1f00-0000-4000-8000-000000000001";
-pub const VRF: &str = "default-domain:p:blue:blue";
+const VN_UUID: &str = crate::BLUE_VN_UUID;
+pub const VRF: &str = crate::BLUE_VRF;
 pub const VLAN: u16 = 100;
 /// The generous bound every wait uses (a hung lab fails, it never blocks).
 pub const T: Duration = Duration::from_secs(60);
@@ -356,47 +358,18 @@ pub struct PairLab {
 }
 
 fn fabric(switches: &[LabSwitch]) -> String {
-    let mut f = format!(
-        r#"
-        [global]
-        vxlan_mode = "configured"
-        [[virtual_router]]
-        name = "{a1}"
-        [[virtual_router]]
-        name = "{a2}"
-        [[virtual_network]]
-        name = "blue"
-        project = "p"
-        network_id = 5
-        vni = 5001
-        uuid = "{VN_UUID}"
-        "#,
-        a1 = AGENTS[0],
-        a2 = AGENTS[1]
-    );
-    for s in switches {
-        f.push_str(&format!(
-            r#"
-            [[physical_router]]
-            name = "{n}"
-            management_ip = "{ip}"
-            dataplane_ip = "{t}"
-            tor_agents = ["{a1}", "{a2}"]
-            interfaces = ["p0"]
-            [[binding]]
-            physical_router = "{n}"
-            interface = "p0"
-            vlan = {VLAN}
-            virtual_network = "blue"
-            "#,
-            n = s.name,
-            ip = s.ip,
-            t = s.tunnel_ip,
-            a1 = AGENTS[0],
-            a2 = AGENTS[1]
-        ));
-    }
-    f
+    switches
+        .iter()
+        .fold(FabricToml::blue(&AGENTS), |f, s| {
+            f.switch(
+                &s.name,
+                &s.ip.to_string(),
+                &s.tunnel_ip.to_string(),
+                "p0",
+                VLAN,
+            )
+        })
+        .toml()
 }
 
 fn agent_toml(pki: &Pki, i: usize, cn: SocketAddr) -> String {
