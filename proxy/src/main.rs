@@ -139,13 +139,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode, String> {
-    let path = config_path(cli);
-    let config = load(&path)?;
-    tor_proxy::logging::init(config.global.log_format, &config.global.log_level);
-    let rt = runtime()?;
-    rt.block_on(tor_proxy::server::run(config, Some(path)))
-        .map_err(|e| e.to_string())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(tor_proxy::server::run_from_file(&config_path(cli)))
 }
 
 fn check_config(cli: &Cli) -> Result<ExitCode, String> {

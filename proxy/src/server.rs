@@ -351,6 +351,33 @@ impl Running {
     }
 }
 
+/// `tor-proxy run`: loads the configuration file, starts logging and the
+/// control-plane runtime (one thread; sessions run on the proxy's own data
+/// threads), and runs until SIGTERM/SIGINT. Errors go to stderr. The binary
+/// and the scenario runner's proxy processes both start here.
+pub fn run_from_file(path: &std::path::Path) -> std::process::ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("tor-proxy: {e}");
+        std::process::ExitCode::FAILURE
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    crate::logging::init(config.global.log_format, &config.global.log_level);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match rt.block_on(run(config, Some(path.to_path_buf()))) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
 /// Runs until SIGTERM/SIGINT; SIGHUP reloads the configuration in place.
 pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -21,32 +21,7 @@ pub fn run_agent(config: &Path) -> ExitCode {
 
 /// `tor-proxy --config F` (run).
 pub fn run_proxy(config: &Path) -> ExitCode {
-    let cfg = match tor_proxy::config::Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tor-proxy: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tor_proxy::logging::init(cfg.global.log_format, &cfg.global.log_level);
-    // The control plane runs on one thread; sessions run on the proxy's own data threads.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tor-proxy: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(tor_proxy::server::run(cfg, Some(config.to_path_buf()))) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tor-proxy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    tor_proxy::server::run_from_file(config)
 }
 
 /// In a libtest helper test: runs the node named by the environment and returns its exit
