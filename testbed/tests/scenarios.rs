@@ -36,6 +36,15 @@ fn is_bench(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with("bench-"))
 }
 
+/// `testbed scenario --check FILE`.
+fn check_file(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_testbed"))
+        .args(["scenario", "--check"])
+        .arg(path)
+        .output()
+        .expect("run testbed")
+}
+
 fn run_file(rt: &tokio::runtime::Runtime, path: &Path) -> ScenarioReport {
     let s = Scenario::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let launcher = Launcher::Subcommand(PathBuf::from(env!("CARGO_BIN_EXE_testbed")));
@@ -228,11 +237,7 @@ fn a_malformed_scenario_file_is_refused_with_a_precise_message() {
             .to_string();
         assert!(e.contains(want), "case {i}: {e:?} should contain {want:?}");
         // The binary refuses it before starting anything, non-zero, with the same message.
-        let out = Command::new(env!("CARGO_BIN_EXE_testbed"))
-            .args(["scenario", "--check"])
-            .arg(&p)
-            .output()
-            .expect("run testbed");
+        let out = check_file(&p);
         assert!(
             !out.status.success(),
             "case {i}: exit status {}",
@@ -252,11 +257,7 @@ fn a_malformed_scenario_file_is_refused_with_a_precise_message() {
     assert!(e.contains("nope.toml"), "{e}");
     // Every shipped file is valid (the bench files too).
     for p in scenario_files() {
-        let out = Command::new(env!("CARGO_BIN_EXE_testbed"))
-            .args(["scenario", "--check"])
-            .arg(&p)
-            .output()
-            .expect("run testbed");
+        let out = check_file(&p);
         assert!(
             out.status.success(),
             "{}: {}",

@@ -821,11 +821,19 @@ impl Core {
         std::mem::take(&mut self.outputs)
     }
 
+    /// Everything due: `flush_transactions`, then `flush_exports`.
     pub fn flush(&mut self, now: Instant) -> Vec<Output> {
-        let mut early = self.flush_transactions(now);
+        let mut out = self.flush_transactions(now);
+        out.append(&mut self.flush_exports(now));
+        out
+    }
+
+    /// The rest of the work after `flush_transactions`: HA recomputation,
+    /// convergence, publishes and withdrawals, End-of-RIB, unsubscribes.
+    pub fn flush_exports(&mut self, now: Instant) -> Vec<Output> {
         let dirty: Vec<String> = std::mem::take(&mut self.ha_dirty).into_iter().collect();
         for name in dirty {
-            if self.exports_wait(&name, now).is_some() {
+            if self.exports_waiting(&name, now) {
                 self.ha_dirty.insert(name);
                 continue;
             }
@@ -877,8 +885,7 @@ impl Core {
                 }
             }
         }
-        early.append(&mut self.outputs);
-        early
+        std::mem::take(&mut self.outputs)
     }
 
     fn rederive(&mut self, now: Instant) {
@@ -973,12 +980,13 @@ impl Core {
     /// before the core spends its time on the switch's exports (a takeover
     /// of 10k MACs: ~100 ms of the core loop, which would hold back the bulk
     /// of the switch's writes). Bounded by `EXPORTS_WAIT`; the control node
-    /// keeps the MACs meanwhile through the HA-stale shadows. When the wait
-    /// ends, if it does.
-    fn exports_wait(&self, name: &str, now: Instant) -> Option<Instant> {
-        self.exports_wait_until(name).filter(|until| now < *until)
+    /// keeps the MACs meanwhile through the HA-stale shadows.
+    fn exports_waiting(&self, name: &str, now: Instant) -> bool {
+        self.exports_wait_until(name)
+            .is_some_and(|until| now < until)
     }
 
+    /// When the wait of `exports_waiting` ends, if the switch has one.
     fn exports_wait_until(&self, name: &str) -> Option<Instant> {
         let sw = self.switches.get(name)?;
         let takeover = sw.current.as_ref().filter(|t| t.converged.is_none())?;

@@ -265,7 +265,7 @@ pub async fn run(
         for out in core.flush_transactions(now) {
             dispatch(out, &registry, &cn_tx);
         }
-        for out in core.flush(now) {
+        for out in core.flush_exports(now) {
             dispatch(out, &registry, &cn_tx);
         }
         let r = core.readiness();

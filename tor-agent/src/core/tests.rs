@@ -63,6 +63,13 @@ impl FakeSwitch {
         );
     }
 
+    /// The logical switch an agent left for the VN (VNI 5001); its uuid.
+    fn add_ls(&self) -> Uuid {
+        self.ops(vec![json!({"op": "insert", "table": "Logical_Switch",
+            "row": {"name": format!("Contrail-{}", vn()), "tunnel_key": 5001}})]);
+        self.ls().uuid
+    }
+
     /// The switch learns a MAC on its port (as the simulated switch does).
     fn learn(&self, ls: Uuid, mac: &str) {
         let loc = self.locator(VTEP);
@@ -412,6 +419,12 @@ impl Harness {
     }
 
     fn connect(&mut self, id: SessionId, sw: FakeSwitch) {
+        self.open(id, sw);
+        self.run();
+    }
+
+    /// The switch's session up to its initial dump, nothing run yet.
+    fn open(&mut self, id: SessionId, sw: FakeSwitch) {
         let dump = sw.dump();
         self.switches.insert(id, sw);
         self.core.handle(
@@ -431,7 +444,7 @@ impl Harness {
         );
         self.core
             .handle(Input::SessionUpdates { id, updates: dump }, self.now);
-        self.input(Input::MonitorReady { id });
+        self.core.handle(Input::MonitorReady { id }, self.now);
     }
 
     fn sw(&self, id: SessionId) -> &FakeSwitch {
@@ -842,9 +855,7 @@ fn takeover_by_the_standby_turns_shadows_live() {
     let sw = FakeSwitch::new("sw1", VTEP);
     // The other agent left the switch programmed with its LS; the switch
     // still has MAC 01 but 02 aged out meanwhile.
-    sw.ops(vec![json!({"op": "insert", "table": "Logical_Switch",
-        "row": {"name": format!("Contrail-{}", vn()), "tunnel_key": 5001}})]);
-    let ls = sw.ls().uuid;
+    let ls = sw.add_ls();
     sw.learn(ls, "02:00:00:00:00:01");
     // Old agent gone: only shadows left.
     h.route("02:00:00:00:00:01", VTEP, preference::HA_STALE, 0);
@@ -942,9 +953,7 @@ fn at_takeover_a_learnt_mac_outbids_the_remote_route_for_it() {
     // HA logic fixes the local sequence: the local MAC must still win.
     h.route("02:00:00:00:00:01", "10.0.0.99", 100, 5);
     let sw = FakeSwitch::new("sw1", VTEP);
-    sw.ops(vec![json!({"op": "insert", "table": "Logical_Switch",
-        "row": {"name": format!("Contrail-{}", vn()), "tunnel_key": 5001}})]);
-    let ls = sw.ls().uuid;
+    let ls = sw.add_ls();
     sw.learn(ls, "02:00:00:00:00:01");
     h.connect(1, sw);
     assert!(
@@ -965,28 +974,9 @@ fn exports_wait_briefly_for_the_transaction_creating_locators() {
     let mut h = configured("a1", TSN_A);
     h.route("02:00:00:00:00:aa", "10.0.0.99", 100, 1);
     let sw = FakeSwitch::new("sw1", VTEP);
-    sw.ops(vec![json!({"op": "insert", "table": "Logical_Switch",
-        "row": {"name": format!("Contrail-{}", vn()), "tunnel_key": 5001}})]);
-    let ls = sw.ls().uuid;
+    let ls = sw.add_ls();
     sw.learn(ls, "02:00:00:00:00:01");
-    let dump = sw.dump();
-    h.switches.insert(1, sw);
-    let id = 1;
-    for i in [
-        Input::SessionOpened {
-            id,
-            peer: "127.0.0.1:1".into(),
-            cert_name: None,
-        },
-        Input::SessionSchema {
-            id,
-            schema: hardware_vtep(),
-        },
-        Input::SessionUpdates { id, updates: dump },
-        Input::MonitorReady { id },
-    ] {
-        h.core.handle(i, h.now);
-    }
+    h.open(1, sw);
     let live = |out: &[Output]| {
         out.iter().any(|o| {
             matches!(o, Output::Publish { entry, .. }

@@ -111,12 +111,6 @@ impl RouteStore {
                 .or_default()
                 .insert((vrf.to_string(), key.clone()));
         }
-        let table = self
-            .cns
-            .get_mut(cn)?
-            .vrfs
-            .entry(vrf.to_string())
-            .or_default();
         let old = table.insert(
             key.clone(),
             Received {
