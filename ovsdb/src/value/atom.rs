@@ -213,45 +213,57 @@ pub fn is_valid_id(s: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Parses the canonical 8-4-4-4-12 form only, as ovsdb-server does. One
-/// pass over fixed offsets with a lookup table and a single validity check
-/// at the end: a 100k-row dump holds some 300k uuids.
+/// Parses the canonical 8-4-4-4-12 form only, as ovsdb-server does. Eight
+/// hex digits at a time as one 64-bit word (check, convert, pack), with no
+/// branch per digit: a 100k-row dump holds some 400k uuids.
 pub fn parse_uuid(s: &str) -> Result<Uuid, ValueError> {
-    const fn hex_table() -> [u8; 256] {
-        let mut t = [0xffu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            t[b'A' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    }
-    static HEX: [u8; 256] = hex_table();
-    /// Where each byte of the uuid starts in the text.
-    const OFFSETS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let bad = || ValueError::Syntax(format!("\"{s}\" is not a valid UUID"));
     let b: &[u8; 36] = s.as_bytes().try_into().map_err(|_| bad())?;
     if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return Err(bad());
     }
-    let mut out = [0u8; 16];
-    let mut invalid = 0u8;
-    for (k, &at) in OFFSETS.iter().enumerate() {
-        let hi = HEX[b[at] as usize];
-        let lo = HEX[b[at + 1] as usize];
-        invalid |= hi | lo;
-        out[k] = (hi << 4) | (lo & 0x0f);
+    let word = |hi: &[u8], lo: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..hi.len()].copy_from_slice(hi);
+        w[hi.len()..].copy_from_slice(lo);
+        u64::from_be_bytes(w)
+    };
+    let words = [
+        word(&b[0..8], &[]),
+        word(&b[9..13], &b[14..18]),
+        word(&b[19..23], &b[24..28]),
+        word(&b[28..36], &[]),
+    ];
+    let mut value = 0u128;
+    for w in words {
+        value = (value << 32) | u128::from(hex8(w).ok_or_else(bad)?);
     }
-    if invalid & 0xf0 != 0 {
-        return Err(bad());
+    Ok(Uuid::from_u128(value))
+}
+
+/// Eight ASCII hex digits (the first in the top byte) to their 32-bit value.
+fn hex8(w: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if w & HIGH != 0 {
+        return None;
     }
-    Ok(Uuid::from_bytes(out))
+    // Per byte x < 0x80: x + (0x80 - lo) has its high bit set iff x >= lo;
+    // no byte carries into the next.
+    let at_least = |x: u64, lo: u8| (x + ONES * u64::from(0x80 - lo)) & HIGH;
+    // Letters compare case-folded ('A' | 0x20 == 'a'), digits as they are.
+    let folded = w | (ONES * 0x20);
+    let digit = at_least(w, b'0') & !at_least(w, b'9' + 1);
+    let letter = at_least(folded, b'a') & !at_least(folded, b'f' + 1);
+    if digit | letter != HIGH {
+        return None;
+    }
+    // '0'..'9' are 0x30..0x39 and 'a'..'f' / 'A'..'F' end in 1..6.
+    let mut v = (w & (ONES * 0x0f)) + (letter >> 7) * 9;
+    v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    v = (v | (v >> 16)) & 0x0000_0000_ffff_ffff;
+    Some(v as u32)
 }
 
 impl PartialEq for Atom {
@@ -407,6 +419,31 @@ mod tests {
         let u = uuid::Uuid::new_v4();
         assert_eq!(parse_uuid(&u.to_string()).unwrap(), u);
         assert_eq!(parse_uuid(&u.to_string().to_uppercase()).unwrap(), u);
+    }
+
+    /// Every byte value at every digit position: accepted exactly when it
+    /// is a hex digit, and then read as the uuid crate reads it.
+    #[test]
+    fn uuid_digits_checked_at_every_position() {
+        let base = "3f2a9c1e-5b7d-4e21-9a0c-6d1f2e3b4a55";
+        for at in (0..36).filter(|i| ![8, 13, 18, 23].contains(i)) {
+            for byte in 0..=255u8 {
+                let mut text = base.as_bytes().to_vec();
+                text[at] = byte;
+                let Ok(text) = String::from_utf8(text) else {
+                    continue;
+                };
+                let ours = parse_uuid(&text).ok();
+                let theirs = byte
+                    .is_ascii_hexdigit()
+                    .then(|| uuid::Uuid::parse_str(&text).unwrap());
+                assert_eq!(ours, theirs, "byte {byte:#04x} at {at}");
+            }
+        }
+        for _ in 0..1000 {
+            let u = uuid::Uuid::new_v4();
+            assert_eq!(parse_uuid(&u.to_string()).unwrap(), u);
+        }
     }
 
     #[test]
