@@ -82,8 +82,8 @@ pub struct Global {
     /// Maximum concurrent sessions over all listeners (0 = unlimited).
     #[serde(default)]
     pub max_sessions: u32,
-    /// Data-path threads, each with its own event loop and its own SO_REUSEPORT copy of every
-    /// listener, as HAProxy's nbthread (0 = one per CPU).
+    /// Data-path threads, each with its own event loop accepting from every listener, as
+    /// HAProxy's nbthread (0 = one per CPU).
     #[serde(default)]
     pub threads: usize,
     /// On SIGTERM, how long established sessions may finish before they are closed.

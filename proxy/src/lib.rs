@@ -20,8 +20,8 @@
 //! # Threads and memory
 //!
 //! `global.threads` data threads (default: one per CPU, as HAProxy's `nbthread`) each run one
-//! event loop with their own `SO_REUSEPORT` copy of every listener: the kernel spreads switches
-//! over them and a session never changes thread. The control plane (health checks, readiness,
+//! event loop and accept from every listener (one socket, a descriptor per thread): the thread
+//! that is free takes the next switch and a session never changes thread. The control plane (health checks, readiness,
 //! admin API, peer links, the idle/fin sweeper, affinity upkeep) runs on the main thread.
 //! An idle passthrough session holds two sockets, a small task and no copy buffer and no timer:
 //! buffers are lent only while bytes move ([`forward::bufpool`]) and idle/fin timeouts are

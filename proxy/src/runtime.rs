@@ -1,7 +1,6 @@
 //! The proxy's shared state: backends, sessions, affinity, counters, settings, and the one
 //! place where backend state changes are applied (so "marked down" always closes sessions).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +18,7 @@ use crate::config::{
     AffinityConfig, CheckKind, Config, ConfigError, HealthConfig, KeepaliveConfig, ListenerMode,
     Timeouts,
 };
-use crate::session::{KillReason, Sessions, Termination};
+use crate::session::{KillReason, Sessions, Termination, TerminationCounts};
 
 /// Data-path settings that a reload may change.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ pub struct Runtime {
     settings: RwLock<Arc<Settings>>,
     pub listeners: Mutex<Vec<Arc<ListenerInfo>>>,
     pub peers: Vec<Arc<PeerStats>>,
-    pub terminations: Mutex<BTreeMap<String, u64>>,
+    pub terminations: TerminationCounts,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     pub started: Instant,
@@ -123,7 +122,7 @@ impl Runtime {
             settings: RwLock::new(Arc::new(settings)),
             listeners: Mutex::new(Vec::new()),
             peers,
-            terminations: Mutex::new(BTreeMap::new()),
+            terminations: TerminationCounts::default(),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             started: Instant::now(),
@@ -142,8 +141,7 @@ impl Runtime {
     }
 
     pub fn count_termination(&self, t: Termination) {
-        let mut m = self.terminations.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(t.code()).or_insert(0) += 1;
+        self.terminations.count(t);
     }
 
     /// Applies `f` to a backend's state; if that took the backend out of service its sessions

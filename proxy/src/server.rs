@@ -64,8 +64,11 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    // One SO_REUSEPORT socket per listener per data thread: the kernel spreads new switches
-    // over the threads and a session never leaves the thread that accepted it.
+    // One listening socket per listener, shared by every data thread (each registers its own
+    // duplicate of the descriptor): whichever thread is free accepts the next switch, as
+    // HAProxy's threads do, and a session never leaves the thread that accepted it. With one
+    // SO_REUSEPORT copy per thread, the kernel hashed a new switch onto a thread that could be
+    // busy while another idled, and a stalled thread stranded the switches queued on its copy.
     let mut per_thread: Vec<Vec<ThreadListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut listener_addrs = Vec::new();
     for l in &config.listeners {
@@ -75,7 +78,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
             addr: l.bind,
             source,
         };
-        let first = reuseport_socket(l.bind).map_err(bind_err)?;
+        let first = listen_socket(l.bind).map_err(bind_err)?;
         let addr = first.local_addr().map_err(bind_err)?;
         let tls = match (l.mode, &l.tls_cert, &l.tls_key, &l.client_ca) {
             (ListenerMode::Terminate, Some(c), Some(k), Some(ca)) => Some(TlsAcceptor::from(
@@ -91,13 +94,9 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
             accepted: Default::default(),
             handshake_failures: Default::default(),
         });
-        let mut socket = Some(first);
+        forward::prepare_listener(&first, &config.keepalive).map_err(bind_err)?;
         for slot in per_thread.iter_mut() {
-            let s = match socket.take() {
-                Some(s) => s,
-                None => reuseport_socket(addr).map_err(bind_err)?,
-            };
-            forward::prepare_listener(&s, &config.keepalive).map_err(bind_err)?;
+            let s = duplicate(&first).map_err(bind_err)?;
             slot.push((info.clone(), s, tls.clone()));
         }
         rt.listeners
@@ -215,16 +214,26 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Sta
 /// A data thread's copy of one listener, before it listens.
 type ThreadListener = (Arc<ListenerInfo>, TcpSocket, Option<TlsAcceptor>);
 
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+/// A bound socket; no SO_REUSEPORT, so a second proxy on the same address fails to start
+/// instead of silently taking half of the switches.
+fn listen_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
     let s = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
     s.bind(addr)?;
     Ok(s)
+}
+
+/// A data thread's own descriptor for the shared listening socket (close-on-exec).
+fn duplicate(socket: &TcpSocket) -> std::io::Result<TcpSocket> {
+    use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+    let fd = socket.as_fd().try_clone_to_owned()?;
+    // SAFETY: `fd` is a freshly duplicated descriptor of a TCP socket, owned here and handed
+    // over whole.
+    Ok(unsafe { TcpSocket::from_raw_fd(fd.into_raw_fd()) })
 }
 
 /// One data-path thread: a single event loop (one worker) serving its copy of every listener,
@@ -409,4 +418,66 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), StartError
     }
     running.shutdown(grace).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn config(bind: &str, backend: SocketAddr) -> Config {
+        Config::parse(&format!(
+            r#"
+[global]
+threads = 2
+[admin]
+listen = "127.0.0.1:0"
+[[listener]]
+name = "ovsdb"
+bind = "{bind}"
+[[backend]]
+name = "a1"
+address = "{backend}"
+[health]
+check = "none"
+"#
+        ))
+        .unwrap()
+    }
+
+    /// Every data thread accepts from the one socket, and a second proxy cannot bind the
+    /// address (no SO_REUSEPORT to split the switches between two processes).
+    #[tokio::test]
+    async fn data_threads_share_one_listening_socket() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1];
+                    if s.read_exact(&mut b).await.is_ok() {
+                        let _ = s.write_all(&b).await;
+                    }
+                });
+            }
+        });
+        let running = start(config("127.0.0.1:0", backend), None).await.unwrap();
+        let addr = running.listener_addrs[0].1;
+        for _ in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"x").await.unwrap();
+            let mut b = [0u8; 1];
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&b, b"x");
+        }
+        let second = start(config(&addr.to_string(), backend), None).await;
+        assert!(matches!(second, Err(StartError::Bind { .. })));
+        running.shutdown(Duration::from_millis(100)).await;
+    }
 }

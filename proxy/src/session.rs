@@ -2,8 +2,9 @@
 //! log line per session in HAProxy's tcplog layout.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -49,13 +50,79 @@ impl KillReason {
 /// (no backend available), `R` resource exhausted, `I` internal error.
 /// Phases: `R` before the session was set up (TLS handshake with the switch), `C` connecting
 /// to a backend, `D` data transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Termination(pub char, pub char);
 
 impl Termination {
     pub const NORMAL: Termination = Termination('-', '-');
     pub fn code(&self) -> String {
-        format!("{}{}", self.0, self.1)
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        f.write_char(self.0)?;
+        f.write_char(self.1)
+    }
+}
+
+/// How many sessions ended with each termination code: one counter per code, so that the data
+/// threads count without a lock.
+#[derive(Debug)]
+pub struct TerminationCounts {
+    slots: [AtomicU64; CAUSES.len() * PHASES.len()],
+    /// Codes outside the documented alphabet (none today).
+    other: std::sync::Mutex<std::collections::BTreeMap<Termination, u64>>,
+}
+
+const CAUSES: &[u8] = b"-CScsDKPRI";
+const PHASES: &[u8] = b"-RCD";
+
+impl Default for TerminationCounts {
+    fn default() -> Self {
+        TerminationCounts {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            other: Default::default(),
+        }
+    }
+}
+
+impl TerminationCounts {
+    fn slot(t: Termination) -> Option<usize> {
+        let cause = CAUSES.iter().position(|&c| char::from(c) == t.0)?;
+        let phase = PHASES.iter().position(|&c| char::from(c) == t.1)?;
+        Some(cause * PHASES.len() + phase)
+    }
+
+    pub fn count(&self, t: Termination) {
+        match Self::slot(t).and_then(|i| self.slots.get(i)) {
+            Some(n) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                let mut other = self.other.lock().unwrap_or_else(|p| p.into_inner());
+                *other.entry(t).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Every code seen so far, by its two letters.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (i, n) in self.slots.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                let code = [CAUSES[i / PHASES.len()], PHASES[i % PHASES.len()]];
+                out.insert(String::from_utf8_lossy(&code).into_owned(), n);
+            }
+        }
+        let other = self.other.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, n) in other.iter() {
+            *out.entry(t.code()).or_insert(0) += n;
+        }
+        out
     }
 }
 
@@ -124,12 +191,16 @@ pub struct SessionView {
     pub bytes_down: u64,
 }
 
-/// All live sessions.
+/// All live sessions. Sharded by id: every data thread opens and closes sessions here, and
+/// one mutex taken three times per short session was the proxy's busiest shared line.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<u64, Arc<SessionCtl>>>,
+    shards: [Mutex<HashMap<u64, Arc<SessionCtl>>>; SHARDS],
+    live: AtomicUsize,
     next_id: AtomicU64,
 }
+
+const SHARDS: usize = 16;
 
 impl Sessions {
     pub fn open(&self, listener: Arc<str>, client: SocketAddr) -> Arc<SessionCtl> {
@@ -150,20 +221,34 @@ impl Sessions {
             kill: Notify::new(),
             kill_reason: AtomicU8::new(0),
         });
-        self.lock().insert(id, ctl.clone());
+        self.shard(id).insert(id, ctl.clone());
+        self.live.fetch_add(1, Ordering::Relaxed);
         ctl
     }
 
     pub fn close(&self, id: u64) {
-        self.lock().remove(&id);
+        if self.shard(id).remove(&id).is_some() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionCtl>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionCtl>>> {
+        let shard = &self.shards[id as usize % SHARDS];
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sessions open now (a snapshot).
+    fn all(&self) -> Vec<Arc<SessionCtl>> {
+        let mut all = Vec::with_capacity(self.len());
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            all.extend(shard.values().cloned());
+        }
+        all
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.live.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -173,10 +258,9 @@ impl Sessions {
     /// Kills every session on `backend`; returns how many.
     pub fn kill_backend(&self, backend: &Arc<Backend>, reason: KillReason) -> usize {
         let victims: Vec<Arc<SessionCtl>> = self
-            .lock()
-            .values()
+            .all()
+            .into_iter()
             .filter(|s| s.backend.get().is_some_and(|b| Arc::ptr_eq(b, backend)))
-            .cloned()
             .collect();
         for s in &victims {
             s.kill(reason);
@@ -185,7 +269,7 @@ impl Sessions {
     }
 
     pub fn kill_all(&self, reason: KillReason) -> usize {
-        let all: Vec<Arc<SessionCtl>> = self.lock().values().cloned().collect();
+        let all = self.all();
         for s in &all {
             s.kill(reason);
         }
@@ -194,8 +278,8 @@ impl Sessions {
 
     /// (switch, backend) of every established session, to keep their affinity fresh.
     pub fn live_placements(&self) -> Vec<(String, String)> {
-        self.lock()
-            .values()
+        self.all()
+            .iter()
             .filter_map(|s| Some((s.switch.get()?.clone(), s.backend.get()?.name.clone())))
             .collect()
     }
@@ -207,7 +291,7 @@ impl Sessions {
         let idle_ms = idle.as_millis() as u64;
         let fin_ms = fin.as_millis() as u64;
         let mut victims = Vec::new();
-        for s in self.lock().values() {
+        for s in self.all() {
             if s.backend.get().is_none() || s.kill_reason().is_some() {
                 continue;
             }
@@ -229,8 +313,8 @@ impl Sessions {
 
     pub fn views(&self) -> Vec<SessionView> {
         let mut v: Vec<SessionView> = self
-            .lock()
-            .values()
+            .all()
+            .iter()
             .map(|s| {
                 let age = s.started.elapsed().as_millis() as u64;
                 SessionView {
@@ -255,13 +339,14 @@ impl Sessions {
     }
 }
 
-/// Everything the tcplog line needs once a session is over.
+/// Everything the tcplog line needs once a session is over. Borrowed: the line is written
+/// once per session, on the data path, so it allocates nothing.
 #[derive(Debug, Clone)]
-pub struct SessionRecord {
+pub struct SessionRecord<'a> {
     pub client: SocketAddr,
     pub accept_unix_ms: u64,
-    pub listener: String,
-    pub backend: Option<String>,
+    pub listener: &'a str,
+    pub backend: Option<&'a str>,
     /// Time to set the session up before connecting (TLS handshake with the switch), ms.
     pub tw_ms: u64,
     /// Time to connect to the backend, ms (-1 if never connected).
@@ -273,45 +358,49 @@ pub struct SessionRecord {
     pub active_conns: usize,
     pub backend_conns: u32,
     pub retries: u32,
-    pub switch: String,
+    pub switch: &'a str,
 }
 
-impl SessionRecord {
+impl SessionRecord<'_> {
     /// `%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq`, with `%B` the
     /// bytes sent to the switch; bytes from the switch and its identity follow.
-    pub fn tcplog(&self) -> String {
-        format!(
-            "{} [{}] {} {}/{} {}/{}/{} {} {} {}/{}/{}/{}/{} 0/0 up={} switch={}",
-            self.client,
-            haproxy_date(self.accept_unix_ms),
-            self.listener,
-            "agents",
-            self.backend.as_deref().unwrap_or("<NOSRV>"),
-            self.tw_ms,
-            self.tc_ms,
-            self.tt_ms,
-            self.bytes_down,
-            self.termination.code(),
-            self.active_conns,
-            self.active_conns,
-            self.active_conns,
-            self.backend_conns,
-            self.retries,
-            self.bytes_up,
-            self.switch,
+    pub fn tcplog(&self) -> Tcplog<'_> {
+        Tcplog(self)
+    }
+}
+
+/// The tcplog line of a [`SessionRecord`], formatted where it is written.
+pub struct Tcplog<'a>(&'a SessionRecord<'a>);
+
+impl fmt::Display for Tcplog<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.0;
+        write!(
+            f,
+            "{} [{}] {} agents/{} {}/{}/{} {} {} {}/{}/{}/{}/{} 0/0 up={} switch={}",
+            r.client,
+            HaproxyDate(r.accept_unix_ms),
+            r.listener,
+            r.backend.unwrap_or("<NOSRV>"),
+            r.tw_ms,
+            r.tc_ms,
+            r.tt_ms,
+            r.bytes_down,
+            r.termination,
+            r.active_conns,
+            r.active_conns,
+            r.active_conns,
+            r.backend_conns,
+            r.retries,
+            r.bytes_up,
+            r.switch,
         )
     }
 }
 
-/// `06/Feb/2009:12:12:51.443` in UTC.
-pub fn haproxy_date(unix_ms: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = unix_ms / 1000;
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Civil-from-days (Howard Hinnant's algorithm).
+/// (year, month 1-12, day 1-31) of a day counted from 1970-01-01 (Howard Hinnant's
+/// civil-from-days).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -320,21 +409,37 @@ pub fn haproxy_date(unix_ms: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let month_name = MONTHS
-        .get((month - 1).clamp(0, 11) as usize)
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}",
-        day,
-        month_name,
-        year,
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `06/Feb/2009:12:12:51.443` in UTC, from milliseconds since the epoch.
+pub struct HaproxyDate(pub u64);
+
+impl fmt::Display for HaproxyDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let unix_ms = self.0;
+        let secs = unix_ms / 1000;
+        let rem = secs % 86400;
+        let (year, month, day) = civil_from_days((secs / 86400) as i64);
+        let month_name = MONTHS
+            .get((month - 1).clamp(0, 11) as usize)
+            .copied()
+            .unwrap_or("Jan");
+        write!(
+            f,
+            "{:02}/{}/{}:{:02}:{:02}:{:02}.{:03}",
+            day,
+            month_name,
+            year,
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60,
+            unix_ms % 1000
+        )
+    }
 }
 
 #[cfg(test)]
@@ -342,11 +447,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn termination_counts_by_code() {
+        let c = TerminationCounts::default();
+        for t in [
+            Termination::NORMAL,
+            Termination('S', 'C'),
+            Termination('S', 'C'),
+            Termination('I', 'C'),
+            Termination('x', 'y'),
+        ] {
+            c.count(t);
+        }
+        let snap = c.snapshot();
+        assert_eq!(snap.get("--"), Some(&1));
+        assert_eq!(snap.get("SC"), Some(&2));
+        assert_eq!(snap.get("IC"), Some(&1));
+        assert_eq!(snap.get("xy"), Some(&1));
+        assert_eq!(snap.len(), 4);
+    }
+
+    #[test]
     fn date_matches_haproxy_layout() {
         // 2009-02-06T12:12:51.443Z, the example of HAProxy's configuration manual.
-        assert_eq!(haproxy_date(1_233_922_371_443), "06/Feb/2009:12:12:51.443");
-        assert_eq!(haproxy_date(0), "01/Jan/1970:00:00:00.000");
-        assert_eq!(haproxy_date(951_782_400_000), "29/Feb/2000:00:00:00.000");
+        assert_eq!(
+            HaproxyDate(1_233_922_371_443).to_string(),
+            "06/Feb/2009:12:12:51.443"
+        );
+        assert_eq!(HaproxyDate(0).to_string(), "01/Jan/1970:00:00:00.000");
+        assert_eq!(
+            HaproxyDate(951_782_400_000).to_string(),
+            "29/Feb/2000:00:00:00.000"
+        );
     }
 
     #[test]
@@ -354,8 +485,8 @@ mod tests {
         let r = SessionRecord {
             client: "10.0.1.2:33313".parse().unwrap(),
             accept_unix_ms: 1_233_922_371_443,
-            listener: "fnt".into(),
-            backend: Some("srv1".into()),
+            listener: "fnt",
+            backend: Some("srv1"),
             tw_ms: 0,
             tc_ms: 0,
             tt_ms: 5007,
@@ -365,10 +496,10 @@ mod tests {
             active_conns: 3,
             backend_conns: 1,
             retries: 0,
-            switch: "10.0.1.2".into(),
+            switch: "10.0.1.2",
         };
         assert_eq!(
-            r.tcplog(),
+            r.tcplog().to_string(),
             "10.0.1.2:33313 [06/Feb/2009:12:12:51.443] fnt agents/srv1 0/0/5007 212 DD 3/3/3/1/0 0/0 up=17 switch=10.0.1.2"
         );
     }

@@ -140,11 +140,7 @@ pub fn show(rt: &Runtime) -> Show {
         sessions: rt.sessions.views(),
         peers: rt.peers.iter().map(|p| p.view()).collect(),
         affinity_entries: rt.affinity.len(),
-        terminations: rt
-            .terminations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        terminations: rt.terminations.snapshot(),
         bytes_up: rt.bytes_up.load(Ordering::Relaxed),
         bytes_down: rt.bytes_down.load(Ordering::Relaxed),
     }

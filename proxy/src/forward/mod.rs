@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tracing::{info, warn, Instrument};
+use tracing::{warn, Instrument};
 
 use crate::backend::{unix_ms, Backend, Lease};
 use crate::config::ListenerMode;
@@ -248,11 +248,19 @@ async fn session(
 /// Counts and logs the ended session: one tcplog line with the switch and backend as fields
 /// (the session span covers only the setup phase, so an idle session carries no span).
 fn log_end(rt: &Runtime, info: &ListenerInfo, ctl: &SessionCtl, out: Outcome) {
+    let client_ip;
+    let switch = match ctl.switch.get() {
+        Some(name) => name.as_str(),
+        None => {
+            client_ip = ctl.client.ip().to_string();
+            &client_ip
+        }
+    };
     let rec = SessionRecord {
         client: ctl.client,
         accept_unix_ms: ctl.started_unix_ms,
-        listener: info.name.to_string(),
-        backend: out.backend.as_ref().map(|b| b.name.clone()),
+        listener: &info.name,
+        backend: out.backend.as_ref().map(|b| b.name.as_str()),
         tw_ms: out.tw_ms,
         tc_ms: out.tc_ms,
         tt_ms: ctl.started.elapsed().as_millis() as u64,
@@ -262,24 +270,12 @@ fn log_end(rt: &Runtime, info: &ListenerInfo, ctl: &SessionCtl, out: Outcome) {
         active_conns: rt.sessions.len(),
         backend_conns: out.backend.as_ref().map(|b| b.current()).unwrap_or(0),
         retries: out.retries,
-        switch: ctl
-            .switch
-            .get()
-            .cloned()
-            .unwrap_or_else(|| ctl.client.ip().to_string()),
+        switch,
     };
     rt.bytes_up.fetch_add(rec.bytes_up, Ordering::Relaxed);
     rt.bytes_down.fetch_add(rec.bytes_down, Ordering::Relaxed);
     rt.count_termination(rec.termination);
-    // The tcplog message carries everything; a few fields are repeated for log queries.
-    info!(
-        target: "tor_proxy::session",
-        switch = %rec.switch,
-        backend = rec.backend.as_deref().unwrap_or("<NOSRV>"),
-        termination = %rec.termination.code(),
-        "{}",
-        rec.tcplog()
-    );
+    crate::logging::session(&rec);
 }
 
 /// The session's span around its setup phase (connect attempts, TLS handshake). DEBUG level:
