@@ -61,15 +61,7 @@ where
 pub fn session(rec: &SessionRecord) {
     let Some(&format) = FORMAT.get() else {
         // Another subscriber (tests, an embedding program): the generic path.
-        tracing::info!(
-            target: SESSION_TARGET,
-            switch = %rec.switch,
-            backend = rec.backend.unwrap_or("<NOSRV>"),
-            termination = %rec.termination,
-            "{}",
-            rec.tcplog()
-        );
-        return;
+        return through_tracing(rec);
     };
     if !tracing::enabled!(target: SESSION_TARGET, tracing::Level::INFO) {
         return;
@@ -85,6 +77,19 @@ pub fn session(rec: &SessionRecord) {
         session_line(format, rec, SystemTime::now(), &mut line);
         let _ = std::io::stdout().lock().write_all(&line);
     });
+}
+
+/// The session line as a tracing event: the generic path, and the reference that the direct
+/// writer's layout is tested against.
+fn through_tracing(rec: &SessionRecord) {
+    tracing::info!(
+        target: SESSION_TARGET,
+        switch = %rec.switch,
+        backend = rec.backend.unwrap_or("<NOSRV>"),
+        termination = %rec.termination,
+        "{}",
+        rec.tcplog()
+    );
 }
 
 /// The session line as the subscriber would write it, at `now`.
@@ -204,21 +209,12 @@ mod tests {
     }
 
     /// What the subscriber `init` installs writes for the same session, through tracing.
-    fn through_tracing(format: LogFormat, rec: &SessionRecord) -> String {
+    fn theirs(format: LogFormat, rec: &SessionRecord) -> String {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
         let make = move || Sink(sink.clone());
         let sub = subscriber(format, EnvFilter::new("info"), make);
-        tracing::subscriber::with_default(sub, || {
-            tracing::info!(
-                target: SESSION_TARGET,
-                switch = %rec.switch,
-                backend = rec.backend.unwrap_or("<NOSRV>"),
-                termination = %rec.termination,
-                "{}",
-                rec.tcplog()
-            );
-        });
+        tracing::subscriber::with_default(sub, || through_tracing(rec));
         let bytes = out.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }
@@ -244,7 +240,7 @@ mod tests {
     #[test]
     fn text_line_has_the_subscribers_layout() {
         for rec in [record("tor-7", Some("agent-a")), record("10.0.1.2", None)] {
-            let theirs = through_tracing(LogFormat::Text, &rec);
+            let theirs = theirs(LogFormat::Text, &rec);
             let mine = ours(LogFormat::Text, &rec, SystemTime::now());
             let (ts_theirs, rest_theirs) = theirs.split_once(' ').unwrap();
             let (ts_mine, rest_mine) = mine.split_once(' ').unwrap();
@@ -257,7 +253,7 @@ mod tests {
     fn json_line_has_the_subscribers_layout() {
         let rec = record("tor-7", Some("agent-a"));
         let parse = |s: &str| -> serde_json::Value { serde_json::from_str(s.trim_end()).unwrap() };
-        let mut theirs = parse(&through_tracing(LogFormat::Json, &rec));
+        let mut theirs = parse(&theirs(LogFormat::Json, &rec));
         let mut mine = parse(&ours(LogFormat::Json, &rec, SystemTime::now()));
         let ts = |v: &mut serde_json::Value| v.as_object_mut().unwrap().remove("timestamp");
         let (t1, t2) = (ts(&mut theirs).unwrap(), ts(&mut mine).unwrap());
