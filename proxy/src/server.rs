@@ -448,8 +448,9 @@ check = "none"
         .unwrap()
     }
 
-    /// Every data thread accepts from the one socket, and a second proxy cannot bind the
-    /// address (no SO_REUSEPORT to split the switches between two processes).
+    /// With two data threads on one shared listening socket, sessions are served, and a
+    /// second proxy cannot bind the address (no SO_REUSEPORT to split the switches between
+    /// two processes).
     #[tokio::test]
     async fn data_threads_share_one_listening_socket() {
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

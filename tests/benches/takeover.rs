@@ -67,7 +67,6 @@ async fn pipelined(client: &Client, txns: Vec<Transaction>) {
     while set.join_next().await.is_some() {}
 }
 
-/// A switch with its logical switch and `n` local MACs, as learnt.
 /// MAC rows `prefix:i` for every `i` in `range`, in `BATCH`-row transactions
 /// (the same batching the agent is configured with).
 fn mac_batches(
@@ -97,6 +96,7 @@ fn mac_batches(
         .collect()
 }
 
+/// A switch with its logical switch and `n` local MACs, as learnt.
 async fn prepared_switch(n: usize) -> RealSwitch {
     let sw = RealSwitch::start(false, None).unwrap();
     sw.vtep_ctl(&["add-ps", "sw1"]).unwrap();

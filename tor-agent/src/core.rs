@@ -808,8 +808,6 @@ impl Core {
     // ------------------------------------------------------------------
     // deferred work
 
-    /// Does the work the inputs since the last call made necessary and
-    /// returns what to send. Call after a batch of inputs.
     /// The switch transactions that are due, ahead of the rest of `flush`:
     /// the switches work on them while we compute exports.
     pub fn flush_transactions(&mut self, now: Instant) -> Vec<Output> {
@@ -821,7 +819,9 @@ impl Core {
         std::mem::take(&mut self.outputs)
     }
 
-    /// Everything due: `flush_transactions`, then `flush_exports`.
+    /// Does the work the inputs since the last call made necessary and
+    /// returns what to send: `flush_transactions`, then `flush_exports`.
+    /// Call after a batch of inputs.
     pub fn flush(&mut self, now: Instant) -> Vec<Output> {
         let mut out = self.flush_transactions(now);
         out.append(&mut self.flush_exports(now));
