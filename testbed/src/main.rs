@@ -3,6 +3,11 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// The same allocator as the `tor-agent` binary, since agents run from this binary in
+/// scenarios (`run-agent`); the simulated switches and control node gain the same.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli_control_node;
 mod cli_switch;
 mod demo;

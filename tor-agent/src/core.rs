@@ -24,7 +24,7 @@ use crate::ha::exports::{ExportChange, ExportTable};
 use crate::ha::{HaInput, SwitchHa};
 use crate::ifmap::{DeviceConfig, IfmapStore};
 use crate::mac::Mac;
-use crate::northbound::routes::{RouteKey, RouteStore};
+use crate::northbound::routes::{next_hop_addresses, RouteDelta, RouteKey, RouteStore};
 use crate::reconcile::{vn_of_ls_name, PlanInput, PlanSettings, Planner, SwitchDb, Touched, TxnId};
 
 pub type SessionId = u64;
@@ -355,15 +355,15 @@ impl Core {
             }
             Input::Routes { cn, vrf, entries } => {
                 for e in entries {
-                    if let Some((vrf, key)) = self.routes.update(cn, &vrf, e) {
-                        self.route_changed(&vrf, &key, now);
+                    if let Some(((vrf, key), delta)) = self.routes.update(cn, &vrf, e) {
+                        self.route_changed(&vrf, &key, delta, now);
                     }
                 }
             }
             Input::Withdrawals { cn, vrf, keys } => {
                 for k in keys {
-                    if let Some((vrf, key)) = self.routes.withdraw(cn, &vrf, &k) {
-                        self.route_changed(&vrf, &key, now);
+                    if let Some(((vrf, key), delta)) = self.routes.withdraw(cn, &vrf, &k) {
+                        self.route_changed(&vrf, &key, delta, now);
                     }
                 }
             }
@@ -372,7 +372,7 @@ impl Core {
                     c.stale_deadline = None;
                 }
                 for (vrf, key) in self.routes.sweep_stale(cn) {
-                    self.route_changed(&vrf, &key, now);
+                    self.route_changed(&vrf, &key, RouteDelta::Replaced, now);
                 }
             }
             Input::Tick => self.tick(now),
@@ -697,7 +697,13 @@ impl Core {
         }
     }
 
-    fn route_changed(&mut self, vrf: &str, key: &RouteKey, now: Instant) {
+    /// A route changed: re-plans the MAC on the switches of its VRF and
+    /// recomputes their HA contribution, skipping the readers the change
+    /// cannot affect (see [`RouteDelta`]).
+    fn route_changed(&mut self, vrf: &str, key: &RouteKey, delta: RouteDelta, now: Instant) {
+        if delta == RouteDelta::NONE {
+            return;
+        }
         let Some(users) = self.vrf_index.get(vrf) else {
             return;
         };
@@ -706,20 +712,56 @@ impl Core {
             else {
                 continue;
             };
-            let db = match sw.session.and_then(|id| self.sessions.get_mut(&id)) {
-                Some(s) => {
-                    if !key.mac.is_broadcast() {
-                        s.planner.mark_mac(*vn, key.mac);
-                    }
-                    s.db.as_ref()
+            let session = sw.session.and_then(|id| self.sessions.get_mut(&id));
+            let db = session.as_ref().and_then(|s| s.db.as_ref());
+            let vtep = switch_vtep(device, db);
+            let (replan, rehash) = match delta {
+                RouteDelta::Replaced => (true, true),
+                RouteDelta::Attributes {
+                    sequence,
+                    preference,
+                } => {
+                    // Next hops unchanged. The planner reads only the sequence,
+                    // and only for a MAC the switch also has locally and that
+                    // the route does not point at the switch itself. The HA
+                    // logic of a local MAC reads the route only to fix the
+                    // MAC's sequence the first time; otherwise it shadows
+                    // routes through the switch and reads only their preference.
+                    let via_switch = vtep.as_deref().is_some_and(|v| {
+                        self.routes
+                            .get(vrf, key)
+                            .is_some_and(|r| next_hop_addresses(r).contains(&v))
+                    });
+                    let local = db.is_some_and(|db| {
+                        db.ls_of_vn(vn)
+                            .is_some_and(|ls| db.has_local(&ls, &key.mac))
+                    });
+                    let replan = sequence && local && !via_switch;
+                    let rehash = if local {
+                        sw.ha.local_seq(vn, &key.mac).is_none()
+                    } else {
+                        preference && via_switch
+                    };
+                    (replan, rehash)
                 }
-                None => None,
             };
+            if replan && !key.mac.is_broadcast() {
+                if let Some(s) = session {
+                    s.planner.mark_mac(*vn, key.mac);
+                }
+            }
+            if !rehash {
+                continue;
+            }
+            let db = sw
+                .session
+                .and_then(|id| self.sessions.get(&id))
+                .and_then(|s| s.db.as_ref());
             let input = HaInput {
                 device,
                 db,
                 routes: &self.routes,
-                vtep: switch_vtep(device, db),
+                vtep,
                 tsn_ip: &self.settings.tsn_ip,
             };
             sw.ha.update_mac(
@@ -757,7 +799,7 @@ impl Core {
             if self.cns[cn].stale_deadline.is_some_and(|d| now >= d) {
                 self.cns[cn].stale_deadline = None;
                 for (vrf, key) in self.routes.sweep_stale(cn) {
-                    self.route_changed(&vrf, &key, now);
+                    self.route_changed(&vrf, &key, RouteDelta::Replaced, now);
                 }
             }
         }

@@ -61,6 +61,29 @@ pub struct RouteStore {
 /// A (VRF, key) whose effective route may have changed.
 pub type Changed = (String, RouteKey);
 
+/// How the effective route of a key ([`RouteStore::get`]) changed with one
+/// advertisement or withdrawal. A takeover moves every route of a switch
+/// between HA-stale and live twice (the old agent's paths go, the new
+/// agent's come back reflected): nearly all of those change only the
+/// preference and sequence, which most readers do not look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteDelta {
+    /// The route appeared, went, changed next hops or now comes from
+    /// another control node: readers re-read it.
+    Replaced,
+    /// Same source, same next hops; which of these attributes changed
+    /// (neither: nothing a reader can see changed).
+    Attributes { sequence: bool, preference: bool },
+}
+
+impl RouteDelta {
+    /// Nothing a reader can see changed.
+    pub const NONE: RouteDelta = RouteDelta::Attributes {
+        sequence: false,
+        preference: false,
+    };
+}
+
 impl RouteStore {
     pub fn new(control_nodes: usize) -> RouteStore {
         RouteStore {
@@ -81,9 +104,49 @@ impl RouteStore {
         self.len() == 0
     }
 
+    /// The control node whose copy [`RouteStore::get`] returns.
+    fn source(&self, vrf: &str, key: &RouteKey) -> Option<usize> {
+        let mut stale = None;
+        for (i, c) in self.cns.iter().enumerate() {
+            if let Some(r) = c.vrfs.get(vrf).and_then(|t| t.get(key)) {
+                if !r.stale {
+                    return Some(i);
+                }
+                stale.get_or_insert(i);
+            }
+        }
+        stale
+    }
+
     /// An advertisement from control node `cn`.
-    pub fn update(&mut self, cn: usize, vrf: &str, entry: EnetEntry) -> Option<Changed> {
+    pub fn update(
+        &mut self,
+        cn: usize,
+        vrf: &str,
+        entry: EnetEntry,
+    ) -> Option<(Changed, RouteDelta)> {
         let key = RouteKey::from_entry(&entry)?;
+        let before = self.source(vrf, &key);
+        let own_copy = self.store(cn, vrf, &key, entry)?;
+        let after = self.source(vrf, &key);
+        let delta = match (before == after, own_copy) {
+            // Another control node's copy was and still is the one read.
+            (true, _) if after != Some(cn) => RouteDelta::NONE,
+            (true, Some(delta)) => delta,
+            _ => RouteDelta::Replaced,
+        };
+        Some(((vrf.to_string(), key), delta))
+    }
+
+    /// Stores `cn`'s copy of a route. When it replaces a copy with the same
+    /// next hops, says which other attributes changed (else `None`).
+    fn store(
+        &mut self,
+        cn: usize,
+        vrf: &str,
+        key: &RouteKey,
+        entry: EnetEntry,
+    ) -> Option<Option<RouteDelta>> {
         let vrfs = &mut self.cns.get_mut(cn)?.vrfs;
         let table = match vrfs.get_mut(vrf) {
             Some(t) => t,
@@ -91,7 +154,7 @@ impl RouteStore {
         };
         // The common update (a takeover moving a route between HA-stale and live) changes
         // only preference and sequence: then the next-hop and MAC indexes already hold it.
-        if let Some(old) = table.get_mut(&key) {
+        if let Some(old) = table.get_mut(key) {
             let same_next_hops = old.entry.next_hops.len() == entry.next_hops.len()
                 && old
                     .entry
@@ -100,9 +163,15 @@ impl RouteStore {
                     .zip(&entry.next_hops)
                     .all(|(a, b)| a.address == b.address);
             if same_next_hops {
+                let delta = RouteDelta::Attributes {
+                    sequence: old.entry.effective_sequence() != entry.effective_sequence(),
+                    preference: old.entry.local_preference != entry.local_preference,
+                };
+                // A stale copy coming back fresh may change which copy is read: the
+                // caller compares sources.
                 old.entry = entry;
                 old.stale = false;
-                return Some((vrf.to_string(), key));
+                return Some(Some(delta));
             }
         }
         for nh in &entry.next_hops {
@@ -119,7 +188,7 @@ impl RouteStore {
             },
         );
         if let Some(old) = old {
-            self.unindex_next_hops(vrf, &key, &old.entry);
+            self.unindex_next_hops(vrf, key, &old.entry);
         }
         self.by_mac
             .entry(vrf.to_string())
@@ -127,11 +196,17 @@ impl RouteStore {
             .entry(key.mac)
             .or_default()
             .insert(key.clone());
-        Some((vrf.to_string(), key))
+        Some(None)
     }
 
     /// A withdrawal from control node `cn`.
-    pub fn withdraw(&mut self, cn: usize, vrf: &str, key: &RouteKey) -> Option<Changed> {
+    pub fn withdraw(
+        &mut self,
+        cn: usize,
+        vrf: &str,
+        key: &RouteKey,
+    ) -> Option<(Changed, RouteDelta)> {
+        let before = self.source(vrf, key);
         let removed = self
             .cns
             .get_mut(cn)?
@@ -140,7 +215,12 @@ impl RouteStore {
             .and_then(|t| t.remove(key))?;
         self.unindex_next_hops(vrf, key, &removed.entry);
         self.unindex(vrf, key);
-        Some((vrf.to_string(), key.clone()))
+        let delta = if before == Some(cn) {
+            RouteDelta::Replaced
+        } else {
+            RouteDelta::NONE
+        };
+        Some(((vrf.to_string(), key.clone()), delta))
     }
 
     /// Drops (vrf, key) from the next hops of `old` that no copy of the
@@ -356,9 +436,84 @@ mod tests {
     }
 
     #[test]
+    fn deltas_say_what_a_reader_of_the_effective_route_can_see() {
+        let mac = "02:00:00:00:00:03";
+        let delta = |s: &mut RouteStore, cn, e| s.update(cn, "v", e).map(|(_, d)| d);
+        let mut s = RouteStore::new(2);
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.1", 100, 1)),
+            Some(RouteDelta::Replaced),
+            "a new route"
+        );
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.1", 100, 1)),
+            Some(RouteDelta::NONE),
+            "the same route again"
+        );
+        // Live to HA-stale and back, as in a takeover: next hops kept.
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.1", 1, 0)),
+            Some(RouteDelta::Attributes {
+                sequence: true,
+                preference: true
+            })
+        );
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.1", 1, 0)),
+            Some(RouteDelta::NONE)
+        );
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.1", 100, 0)),
+            Some(RouteDelta::Attributes {
+                sequence: false,
+                preference: true
+            })
+        );
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.2", 100, 0)),
+            Some(RouteDelta::Replaced),
+            "next hop moved"
+        );
+        // The second control node's copy is not the one read while the first is fresh.
+        assert_eq!(
+            delta(&mut s, 1, route(mac, "10.0.0.7", 100, 5)),
+            Some(RouteDelta::NONE)
+        );
+        assert_eq!(
+            delta(&mut s, 1, route(mac, "10.0.0.7", 1, 0)),
+            Some(RouteDelta::NONE)
+        );
+        // The first goes stale: the second's copy is read from now on.
+        s.mark_stale(0);
+        assert_eq!(
+            delta(&mut s, 1, route(mac, "10.0.0.7", 100, 5)),
+            Some(RouteDelta::Attributes {
+                sequence: true,
+                preference: true
+            })
+        );
+        // The first comes back fresh with the same route it had: read again.
+        assert_eq!(
+            delta(&mut s, 0, route(mac, "10.0.0.2", 100, 0)),
+            Some(RouteDelta::Replaced)
+        );
+        let k = RouteKey::from_entry(&route(mac, "10.0.0.2", 100, 0)).unwrap();
+        assert_eq!(
+            s.withdraw(1, "v", &k).map(|(_, d)| d),
+            Some(RouteDelta::NONE),
+            "withdrawing the copy not read"
+        );
+        assert_eq!(
+            s.withdraw(0, "v", &k).map(|(_, d)| d),
+            Some(RouteDelta::Replaced)
+        );
+        assert!(s.mac_route("v", 5001, &k.mac).is_none());
+    }
+
+    #[test]
     fn withdraw_and_tag_filter() {
         let mut s = RouteStore::new(1);
-        let (_, k) = s
+        let ((_, k), _) = s
             .update(0, "v", route("02:00:00:00:00:02", "10.0.0.1", 100, 1))
             .unwrap();
         let mac = k.mac;
