@@ -848,6 +848,30 @@ fn standby_shadows_at_ha_stale_and_withdraws_after_the_interval() {
 }
 
 #[test]
+fn a_live_path_coming_back_stops_the_shadow_timer() {
+    let mut h = configured("a1", TSN_B);
+    let mac = "02:00:00:00:00:01";
+    h.route(mac, VTEP, 100, 1);
+    // The active agent dies; a new one takes the switch over 40 s later (the harness's
+    // HA-stale interval is 60 s).
+    h.route(mac, VTEP, preference::HA_STALE, 0);
+    h.advance(Duration::from_secs(40));
+    h.route(mac, VTEP, 100, 2);
+    h.advance(Duration::from_secs(70));
+    assert_eq!(
+        h.exported(mac),
+        Some((preference::HA_STALE, 0, VTEP.to_string())),
+        "the shadow stays while a live path exists"
+    );
+    // It dies too: a fresh interval starts.
+    h.route(mac, VTEP, preference::HA_STALE, 0);
+    h.advance(Duration::from_secs(59));
+    assert!(h.exported(mac).is_some());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.exported(mac), None);
+}
+
+#[test]
 fn takeover_by_the_standby_turns_shadows_live() {
     let mut h = configured("a1", TSN_B);
     h.route("02:00:00:00:00:01", VTEP, 100, 1);

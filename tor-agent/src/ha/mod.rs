@@ -42,6 +42,39 @@ pub struct HaInput<'a> {
     pub tsn_ip: &'a str,
 }
 
+/// What a switch contributes for one MAC key.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Nothing,
+    /// Its local MAC, live.
+    Local {
+        next_hop: String,
+        sequence: u32,
+    },
+    /// An HA-stale shadow of a route through it.
+    Shadow,
+}
+
+impl Wanted {
+    fn entry(self, vni: u32, mac: Mac, vtep: Option<&str>) -> Option<EnetEntry> {
+        match self {
+            Wanted::Nothing => None,
+            Wanted::Local { next_hop, sequence } => Some(EnetEntry::tor_mac(
+                vni,
+                &mac.to_string(),
+                &next_hop,
+                sequence,
+            )),
+            Wanted::Shadow => {
+                let mut e = EnetEntry::tor_mac(vni, &mac.to_string(), vtep?, 0);
+                e.local_preference = preference::HA_STALE;
+                e.sequence_number = 0;
+                Some(e)
+            }
+        }
+    }
+}
+
 /// HA state of one switch.
 #[derive(Debug, Default)]
 pub struct SwitchHa {
@@ -124,7 +157,14 @@ impl SwitchHa {
             return;
         };
         let key = mac_key(vrf, cfg.vni, mac);
-        let entry = self.compute(input, &key, vn, mac, interval, now);
+        let wanted = self.decide(input, &key, vn, mac, interval, now);
+        // A shadow depends only on the VNI, the MAC and the switch's VTEP, whose changes
+        // recompute the whole switch: one already published stays as it is. (A takeover
+        // re-decides the shadows of every MAC of the switches when their live paths go.)
+        if wanted == Wanted::Shadow && self.contributed.get(&key) == Some(&false) {
+            return;
+        }
+        let entry = wanted.entry(cfg.vni, mac, input.vtep.as_deref());
         let had = self.contributed.contains_key(&key);
         let has = entry.is_some();
         self.set(exports, key, entry);
@@ -193,7 +233,8 @@ impl SwitchHa {
         self.live_macs
     }
 
-    fn compute(
+    /// What this switch should contribute for one MAC key; keeps the shadow timers.
+    fn decide(
         &mut self,
         input: &HaInput<'_>,
         key: &ExportKey,
@@ -201,9 +242,13 @@ impl SwitchHa {
         mac: Mac,
         interval: Duration,
         now: Instant,
-    ) -> Option<EnetEntry> {
-        let cfg = input.device.vns.get(vn)?;
-        let vtep = input.vtep.as_deref()?;
+    ) -> Wanted {
+        let Some(vtep) = input.vtep.as_deref() else {
+            return Wanted::Nothing;
+        };
+        if !input.device.vns.contains_key(vn) {
+            return Wanted::Nothing;
+        }
         let received = input.routes.get(&key.vrf, &key.key);
         let received_here = received.filter(|r| next_hop_addresses(r).contains(&vtep));
         let local = input.db.and_then(|db| {
@@ -211,9 +256,9 @@ impl SwitchHa {
             db.first_local(&ls, &mac)
                 .map(|r| db.locator_ip(&r.locator).unwrap_or(vtep).to_string())
         });
-        if let Some(nh) = local {
+        if let Some(next_hop) = local {
             self.stale_since.remove(key);
-            let seq = *self
+            let sequence = *self
                 .local_seq
                 .entry((*vn, mac))
                 .or_insert_with(|| match received {
@@ -224,12 +269,12 @@ impl SwitchHa {
                     Some(r) => r.effective_sequence().max(1),
                     None => 1,
                 });
-            return Some(EnetEntry::tor_mac(cfg.vni, &mac.to_string(), &nh, seq));
+            return Wanted::Local { next_hop, sequence };
         }
         self.local_seq.remove(&(*vn, mac));
         let Some(r) = received_here else {
             self.stale_since.remove(key);
-            return None;
+            return Wanted::Nothing;
         };
         if r.local_preference >= preference::LOW {
             // A live path exists somewhere: shadow it.
@@ -238,19 +283,30 @@ impl SwitchHa {
             // Only HA-stale paths left, and we hold the switch: it no
             // longer has the MAC.
             self.stale_since.remove(key);
-            return None;
+            return Wanted::Nothing;
         } else {
             let since = *self.stale_since.entry(key.clone()).or_insert(now);
             let due = since + interval;
             if now >= due {
-                return None;
+                return Wanted::Nothing;
             }
             self.wake_at = Some(self.wake_at.map_or(due, |w| w.min(due)));
         }
-        let mut e = EnetEntry::tor_mac(cfg.vni, &mac.to_string(), vtep, 0);
-        e.local_preference = preference::HA_STALE;
-        e.sequence_number = 0;
-        Some(e)
+        Wanted::Shadow
+    }
+
+    fn compute(
+        &mut self,
+        input: &HaInput<'_>,
+        key: &ExportKey,
+        vn: &Uuid,
+        mac: Mac,
+        interval: Duration,
+        now: Instant,
+    ) -> Option<EnetEntry> {
+        let vni = input.device.vns.get(vn)?.vni;
+        self.decide(input, key, vn, mac, interval, now)
+            .entry(vni, mac, input.vtep.as_deref())
     }
 
     /// Recomputes everything this switch contributes (activity, config or
