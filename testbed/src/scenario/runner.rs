@@ -648,6 +648,12 @@ async fn mac_churn(
 
 struct Converged {
     at_ms: Option<u64>,
+    /// The last moment before `at_ms` the state was seen unsettled (a sample, or the start
+    /// of a failing full check): it converged between the two. Full checks are spaced by
+    /// twice their cost, to leave the machine to the system under test.
+    last_unsettled_ms: Option<u64>,
+    /// What the last full check cost.
+    check: Duration,
     verdict: Verdict,
 }
 
@@ -771,11 +777,15 @@ async fn converge(
     let mut last_check: Option<Instant> = None;
     let mut cost = Duration::ZERO;
     let mut stretch: Option<u64> = None;
+    // The last moment seen unsettled (a sample or a failing check): the state converged
+    // after it.
+    let mut unsettled_at: Option<u64> = None;
     loop {
         let now = Instant::now();
         let settled = monitor.last().is_some_and(|s| looks_settled(bed, &s));
         if !settled {
             stretch = None;
+            unsettled_at = Some(unix_ms());
         }
         let since = last_check.map(|t| now.duration_since(t));
         let due = since.is_none_or(|d| d >= (cost * 2).max(Duration::from_millis(250)));
@@ -792,14 +802,19 @@ async fn converge(
                 if start.elapsed() >= hold || out_of_time {
                     return Converged {
                         at_ms: Some(from),
+                        last_unsettled_ms: unsettled_at.filter(|f| *f < from),
+                        check: cost,
                         verdict,
                     };
                 }
             } else {
+                unsettled_at = Some(at);
                 stretch = None;
                 if out_of_time {
                     return Converged {
                         at_ms: None,
+                        last_unsettled_ms: None,
+                        check: cost,
                         verdict,
                     };
                 }
@@ -861,9 +876,24 @@ async fn close_window(
     } else {
         Converged {
             at_ms: None,
+            last_unsettled_ms: None,
+            check: Duration::ZERO,
             verdict: Verdict::default(),
         }
     };
+    let mut notes = c.verdict.notes.clone();
+    if let Some(at) = c.at_ms {
+        let rel = |t: u64| t.saturating_sub(o.start_ms);
+        notes.push(match c.last_unsettled_ms {
+            Some(f) => format!(
+                "converged between +{} ms (last seen unsettled) and +{} ms; a full check took {} ms",
+                rel(f),
+                rel(at),
+                c.check.as_millis()
+            ),
+            None => format!("a full check took {} ms", c.check.as_millis()),
+        });
+    }
     if let Some(at) = c.at_ms {
         monitor.note(Event::new(
             at,
@@ -943,7 +973,7 @@ async fn close_window(
             converged_ms: c.at_ms,
             routes,
             violations,
-            notes: c.verdict.notes,
+            notes,
             max_dual_active_ms: o.max_dual_active_ms,
         },
         trace.events,
