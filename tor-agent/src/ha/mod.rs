@@ -295,20 +295,6 @@ impl SwitchHa {
         Wanted::Shadow
     }
 
-    fn compute(
-        &mut self,
-        input: &HaInput<'_>,
-        key: &ExportKey,
-        vn: &Uuid,
-        mac: Mac,
-        interval: Duration,
-        now: Instant,
-    ) -> Option<EnetEntry> {
-        let vni = input.device.vns.get(vn)?.vni;
-        self.decide(input, key, vn, mac, interval, now)
-            .entry(vni, mac, input.vtep.as_deref())
-    }
-
     /// Recomputes everything this switch contributes (activity, config or
     /// VTEP changed), including the broadcast routes.
     pub fn recompute_all(
@@ -346,7 +332,8 @@ impl SwitchHa {
                         continue;
                     }
                     let key = mac_key(vrf, cfg.vni, mac);
-                    if let Some(e) = self.compute(input, &key, vn, mac, interval, now) {
+                    let want = self.decide(input, &key, vn, mac, interval, now);
+                    if let Some(e) = want.entry(cfg.vni, mac, Some(vtep)) {
                         wanted.insert(key, e);
                     }
                 }
