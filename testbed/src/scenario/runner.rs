@@ -652,6 +652,8 @@ struct Converged {
     /// of a failing full check): it converged between the two. Full checks are spaced by
     /// twice their cost, to leave the machine to the system under test.
     last_unsettled_ms: Option<u64>,
+    /// The last failing full check before `at_ms`: when it started, what it found.
+    last_failure: Option<(u64, String)>,
     /// What the last full check cost.
     check: Duration,
     verdict: Verdict,
@@ -780,6 +782,8 @@ async fn converge(
     // The last moment seen unsettled (a sample or a failing check): the state converged
     // after it.
     let mut unsettled_at: Option<u64> = None;
+    // The last failing check: when, and what it found first.
+    let mut last_failure: Option<(u64, String)> = None;
     loop {
         let now = Instant::now();
         let settled = monitor.last().is_some_and(|s| looks_settled(bed, &s));
@@ -803,17 +807,25 @@ async fn converge(
                     return Converged {
                         at_ms: Some(from),
                         last_unsettled_ms: unsettled_at.filter(|f| *f < from),
+                        last_failure: last_failure.filter(|(f, _)| *f < from),
                         check: cost,
                         verdict,
                     };
                 }
             } else {
                 unsettled_at = Some(at);
+                last_failure = verdict.violations.first().map(|v| {
+                    (
+                        at,
+                        format!("{} violation(s), first: {v}", verdict.violations.len()),
+                    )
+                });
                 stretch = None;
                 if out_of_time {
                     return Converged {
                         at_ms: None,
                         last_unsettled_ms: None,
+                        last_failure: None,
                         check: cost,
                         verdict,
                     };
@@ -877,6 +889,7 @@ async fn close_window(
         Converged {
             at_ms: None,
             last_unsettled_ms: None,
+            last_failure: None,
             check: Duration::ZERO,
             verdict: Verdict::default(),
         }
@@ -893,6 +906,12 @@ async fn close_window(
             ),
             None => format!("a full check took {} ms", c.check.as_millis()),
         });
+        if let Some((f, what)) = &c.last_failure {
+            notes.push(format!(
+                "the last failing check (+{} ms) found {what}",
+                rel(*f)
+            ));
+        }
     }
     if let Some(at) = c.at_ms {
         monitor.note(Event::new(
