@@ -745,33 +745,28 @@ impl Core {
                     (replan, rehash)
                 }
             };
+            if rehash {
+                let input = HaInput {
+                    device,
+                    db,
+                    routes: &self.routes,
+                    vtep,
+                    tsn_ip: &self.settings.tsn_ip,
+                };
+                sw.ha.update_mac(
+                    &input,
+                    &mut self.exports,
+                    vn,
+                    key.mac,
+                    self.settings.ha_stale_interval,
+                    now,
+                );
+            }
             if replan && !key.mac.is_broadcast() {
                 if let Some(s) = session {
                     s.planner.mark_mac(*vn, key.mac);
                 }
             }
-            if !rehash {
-                continue;
-            }
-            let db = sw
-                .session
-                .and_then(|id| self.sessions.get(&id))
-                .and_then(|s| s.db.as_ref());
-            let input = HaInput {
-                device,
-                db,
-                routes: &self.routes,
-                vtep,
-                tsn_ip: &self.settings.tsn_ip,
-            };
-            sw.ha.update_mac(
-                &input,
-                &mut self.exports,
-                vn,
-                key.mac,
-                self.settings.ha_stale_interval,
-                now,
-            );
         }
     }
 

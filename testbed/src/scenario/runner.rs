@@ -912,8 +912,6 @@ async fn close_window(
                 rel(*f)
             ));
         }
-    }
-    if let Some(at) = c.at_ms {
         monitor.note(Event::new(
             at,
             EventKind::Converged,
