@@ -21,8 +21,9 @@
 //!
 //! `global.threads` data threads (default: one per CPU, as HAProxy's `nbthread`) each run one
 //! event loop and accept from every listener (one socket, a descriptor per thread): the thread
-//! that is free takes the next switch and a session never changes thread. The control plane (health checks, readiness,
-//! admin API, peer links, the idle/fin sweeper, affinity upkeep) runs on the main thread.
+//! that is free takes the next switch and a session never changes thread. The control plane
+//! (health checks, readiness, admin API, peer links, the idle/fin sweeper, affinity upkeep)
+//! runs on the main thread.
 //! An idle passthrough session holds two sockets, a small task and no copy buffer and no timer:
 //! buffers are lent only while bytes move ([`forward::bufpool`]) and idle/fin timeouts are
 //! enforced by one periodic sweep ([`session::Sessions::sweep`]).

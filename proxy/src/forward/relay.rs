@@ -131,11 +131,12 @@ async fn pump(
 fn recv(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: fd is live for the borrow of `s`; buf is valid for writes of buf.len() bytes.
     let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    byte_count(n)
+}
+
+/// A byte count returned by recv(2)/send(2), or the error it stands for.
+fn byte_count(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Writes all of `data`. With `last` (the source's FIN has arrived and this is the rest of
@@ -167,11 +168,7 @@ fn send(s: &TcpStream, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
             flags | libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    byte_count(n)
 }
 
 fn half_closed(ctl: &SessionCtl, waiting_for: Side) {
