@@ -87,7 +87,7 @@ impl RealSwitch {
             .stderr(Stdio::null());
         let mut net_target = None;
         if listen {
-            let port = free_port()?;
+            let port = free_port().map_err(|e| format!("no free port: {e}"))?;
             let (passive, active) = if tls.is_some() {
                 ("pssl", "ssl")
             } else {
@@ -196,11 +196,36 @@ impl Drop for RealSwitch {
     }
 }
 
-/// A port that was free a moment ago (for daemons that cannot report the
-/// port they bound).
-pub fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// A loopback port that was free a moment ago, for a daemon to bind (again, on every restart)
+/// or for a test to name before the daemon exists.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up by default): no outgoing
+/// connection and no `bind(0)` of another test can take one while its owner is down, and no
+/// port is handed out twice by one process (two `bind(0)` in a row may return the same port
+/// once the first listener is closed). The start is spread by the process id so concurrent
+/// test processes rarely probe the same ports.
+pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2654435761) >> 7) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let off = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let Ok(port) = u16::try_from(LOW + off) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
 }
 
 /// Test PKI: a CA and leaf certificates signed by it, written as PEM files.
@@ -265,5 +290,21 @@ impl TestPki {
         std::fs::write(&cert_path, cert.pem()).map_err(|e| e.to_string())?;
         std::fs::write(&key_path, key.serialize_pem()).map_err(|e| e.to_string())?;
         Ok((cert_path, key_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_port;
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let set: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(set.len(), ports.len());
+        assert!(
+            ports.iter().all(|p| (20_000..32_000).contains(p)),
+            "{ports:?}"
+        );
     }
 }

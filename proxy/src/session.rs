@@ -134,7 +134,7 @@ pub struct SessionCtl {
     pub client: SocketAddr,
     /// Switch identity for affinity: source IP, or certificate CN in terminate mode.
     pub switch: OnceLock<String>,
-    pub backend: OnceLock<Arc<Backend>>,
+    pub backend: BackendSlot,
     pub started: Instant,
     pub started_unix_ms: u64,
     pub bytes_up: AtomicU64,
@@ -147,6 +147,39 @@ pub struct SessionCtl {
     pub fin_waiting: AtomicU8,
     kill: Notify,
     kill_reason: AtomicU8,
+}
+
+/// The backend a session is on. Replaceable: an agent that accepts and then drops the session
+/// before its first byte (a process dying with its listener still open) gets the session
+/// redispatched to another backend.
+#[derive(Debug, Default)]
+pub struct BackendSlot(Mutex<Option<Arc<Backend>>>);
+
+impl BackendSlot {
+    pub fn get(&self) -> Option<Arc<Backend>> {
+        self.lock().clone()
+    }
+
+    pub fn set(&self, b: Arc<Backend>) {
+        *self.lock() = Some(b);
+    }
+
+    pub fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    pub fn is(&self, b: &Arc<Backend>) -> bool {
+        self.lock().as_ref().is_some_and(|x| Arc::ptr_eq(x, b))
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Backend>>> {
+        // Nothing can panic while the lock is held: a poisoned slot is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl SessionCtl {
@@ -210,7 +243,7 @@ impl Sessions {
             listener,
             client,
             switch: OnceLock::new(),
-            backend: OnceLock::new(),
+            backend: BackendSlot::default(),
             started: Instant::now(),
             started_unix_ms: unix_ms(),
             bytes_up: AtomicU64::new(0),
@@ -260,7 +293,7 @@ impl Sessions {
         let victims: Vec<Arc<SessionCtl>> = self
             .all()
             .into_iter()
-            .filter(|s| s.backend.get().is_some_and(|b| Arc::ptr_eq(b, backend)))
+            .filter(|s| s.backend.is(backend))
             .collect();
         for s in &victims {
             s.kill(reason);
@@ -292,7 +325,7 @@ impl Sessions {
         let fin_ms = fin.as_millis() as u64;
         let mut victims = Vec::new();
         for s in self.all() {
-            if s.backend.get().is_none() || s.kill_reason().is_some() {
+            if !s.backend.is_set() || s.kill_reason().is_some() {
                 continue;
             }
             let now = s.started.elapsed().as_millis() as u64;
@@ -537,7 +570,7 @@ mod tests {
         let busy = s.open("l".into(), "127.0.0.1:3".parse().unwrap());
         let connecting = s.open("l".into(), "127.0.0.1:4".parse().unwrap());
         for c in [&idle, &half, &busy] {
-            c.backend.set(b.clone()).unwrap();
+            c.backend.set(b.clone());
         }
         std::thread::sleep(Duration::from_millis(30));
         busy.touch();

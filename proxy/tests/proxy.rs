@@ -6,6 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -150,8 +151,8 @@ async fn terminate_rejects_a_switch_with_a_wrong_certificate() {
         "a certificate from another CA must be rejected"
     );
     let s = proxy
-        .wait_for("handshake failure counted", |s| {
-            s.listeners[0].handshake_failures >= 1
+        .wait_for("handshake failure counted and logged", |s| {
+            s.listeners[0].handshake_failures >= 1 && s.terminations.contains_key("CR")
         })
         .await;
     assert_eq!(s.terminations.get("CR"), Some(&1), "{:?}", s.terminations);
@@ -256,7 +257,12 @@ async fn killed_backend_sessions_reconnect_to_the_other() {
             // Like ovsdb-server: reconnect once. It must land on a2 at the first try.
             let again = switch(proxy.addr("ovsdb"), switch_ip(i as u32), Some(tls.clone()))
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "switch {i} must reconnect at its first try: {e}; proxy log: {:#?}",
+                        proxy.logs()
+                    )
+                });
             assert_eq!(again.agent(), "a2");
             *sw = again;
         } else {
@@ -324,7 +330,11 @@ async fn hung_backend_is_marked_down_and_its_sessions_closed() {
         .wait_for("a1 down", |s| backend_state(s, "a1").state == "DOWN")
         .await;
     assert!(backend_state(&s, "a1").killed_sessions >= 2);
-    let logs = proxy.session_logs();
+    let logs = proxy
+        .wait_for_session_logs("two DD lines", |l| {
+            l.iter().filter(|(_, b, t)| b == "a1" && t == "DD").count() >= 2
+        })
+        .await;
     assert_eq!(
         logs.iter()
             .filter(|(_, b, t)| b == "a1" && t == "DD")
@@ -442,15 +452,16 @@ async fn readiness_drain_down_and_weight() {
         "readiness down closes sessions"
     );
     let s = proxy
-        .wait_for("a1 agent down", |s| {
-            backend_state(s, "a1").state == "DOWN (agent)"
+        .wait_for("a1 agent down and its session counted", |s| {
+            backend_state(s, "a1").state == "DOWN (agent)" && s.terminations.contains_key("DD")
         })
         .await;
-    assert_eq!(s.terminations.get("DD"), Some(&1));
-    assert!(proxy
-        .session_logs()
-        .iter()
-        .any(|(_, b, t)| b == "a1" && t == "DD"));
+    assert_eq!(s.terminations.get("DD"), Some(&1), "{:?}", s.terminations);
+    proxy
+        .wait_for_session_logs("a DD line", |l| {
+            l.iter().any(|(_, b, t)| b == "a1" && t == "DD")
+        })
+        .await;
 
     std::fs::write(&f1, "ready up 50%\n").unwrap();
     let s = proxy
@@ -462,12 +473,13 @@ async fn readiness_drain_down_and_weight() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ovsdb::testing::free_port().unwrap()
 }
+
+/// An address where nothing listens, ever: a privileged port no test binds, below the range
+/// `free_port` hands out (a port that was merely free a moment ago can be taken by another
+/// test's listener, and then the "dead" agent answers).
+const DEAD_PORT: u16 = 1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn affinity_survives_a_proxy_restart_through_the_peer() {
@@ -476,7 +488,7 @@ async fn affinity_survives_a_proxy_restart_through_the_peer() {
     let (a2, _) = serve_agent(plain_agent("a2", None)).await;
     let (pa, pb) = (free_port(), free_port());
     // Each peer is listed with a dead address first: the link must move on to the next one.
-    let dead_port = free_port();
+    let dead_port = DEAD_PORT;
     let peering = |me: &str, listen: u16, other: &str, other_port: u16| {
         let (c, k) = pki.leaf(&format!("peer-{me}"), false);
         format!(
@@ -607,7 +619,7 @@ async fn reload_changes_backends_without_dropping_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_connects_are_redispatched_and_count_against_the_backend() {
     let pki = Pki::new();
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead = SocketAddr::from(([127, 0, 0, 1], DEAD_PORT));
     let (live, _) = serve_agent(plain_agent("live", None)).await;
     // Checks so slow they never decide: only the switches' failed connects can.
     let cfg = format!(
@@ -644,6 +656,73 @@ async fn failed_connects_are_redispatched_and_count_against_the_backend() {
     assert_eq!(d.checks_failed, 1, "{d:?}");
     assert_eq!(d.current, 0);
     assert_eq!(s.terminations.get("SC"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_dropped_before_the_agents_first_byte_are_redispatched() {
+    // A dying agent: its kernel still completes handshakes, then the session is reset or
+    // closed before the agent says anything (what SIGKILL does while the kernel releases the
+    // process's sockets). Switches speak TLS end to end, so their ClientHello must be replayed.
+    let pki = Pki::new();
+    let dying = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying_addr = dying.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = dying.accept().await {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n.is_multiple_of(2) {
+                let _ = tor_proxy::forward::sockopt::set_linger_zero(&s);
+            } else {
+                // Wait for the ClientHello, so the close comes after the proxy forwarded it.
+                let _ = s.readable().await;
+            }
+            drop(s);
+        }
+    });
+    let (live, _) = serve_agent(tls_agent(&pki, "live")).await;
+    let cfg = format!(
+        "{}{PASSTHROUGH}[health]\ncheck = \"tcp\"\ninterval = \"1h\"\nfast_interval = \"1h\"\ninit_state = \"fully-up\"\nfall = 10\n[affinity]\nenabled = false\n{}{}",
+        header(&pki, "p"),
+        backend("dying", dying_addr, None),
+        backend("live", live, None)
+    );
+    let proxy = ProxyProc::start(pki.dir.path(), "p", &cfg);
+    proxy
+        .wait_for("first check", |s| {
+            backend_state(s, "dying").checks_total == 1
+        })
+        .await;
+    let tls = pki.switch_tls("sw", false);
+    let mut kept = Vec::new();
+    for i in 0..4 {
+        let mut sw = switch(proxy.addr("ovsdb"), switch_ip(i), Some(tls.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("switch {i} must be served at its first try: {e}"));
+        assert_eq!(sw.agent(), "live");
+        assert_eq!(sw.echo("hello").await.unwrap(), "hello");
+        kept.push(sw);
+    }
+    let s = proxy.show().await;
+    let d = backend_state(&s, "dying");
+    // Least-connections sends every switch after the first to the empty `dying` first.
+    let tried = accepted.load(std::sync::atomic::Ordering::SeqCst) - 1;
+    assert!(tried >= 3, "dying agent was tried {tried} times");
+    assert_eq!(d.connect_errors as usize, tried, "{d:?}");
+    assert_eq!(d.current, 0);
+    assert_eq!(backend_state(&s, "live").current, 4);
+    assert_eq!(s.terminations.get("SC"), None);
+    let logs = proxy
+        .wait_for_logs("the redispatch warnings", |l| {
+            l.iter()
+                .filter(|v| field(v, "message") == Some("backend connect failed; redispatching"))
+                .count()
+                == tried
+        })
+        .await;
+    assert!(logs
+        .iter()
+        .any(|v| field(v, "error").is_some_and(|e| e.contains("before its first byte"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,7 +786,7 @@ async fn cli_check_config_status_check_metrics_and_sigterm() {
     let (ok, _, err) = run_cli(&["check-config", "--config", open.to_str().unwrap()]);
     assert!(!ok && err.contains("not a loopback"), "{err}");
 
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead = SocketAddr::from(([127, 0, 0, 1], DEAD_PORT));
     let cfg = format!(
         "{}{PASSTHROUGH}[health]\ncheck = \"tcp\"\ninterval = \"100ms\"\n{}",
         header(&pki, "p"),

@@ -21,7 +21,7 @@ use crate::backend::{unix_ms, Backend, Lease};
 use crate::config::ListenerMode;
 use crate::runtime::{ListenerInfo, Runtime, Settings};
 use crate::session::{KillReason, SessionCtl, SessionRecord, Termination};
-use relay::{End, Side};
+use relay::{End, Replay, Side};
 
 /// A bound listener ready to serve.
 pub struct Listener {
@@ -86,13 +86,50 @@ struct Failed {
     tc_ms: i64,
 }
 
+/// One session's connect attempts so far: the backends that failed it, and how many times.
+#[derive(Default)]
+struct Attempts {
+    excluded: Vec<Arc<Backend>>,
+    failures: u32,
+}
+
+impl Attempts {
+    /// Counts a failed attempt against `b` (a live error for its health) and keeps it out of
+    /// the next pick; false once the retries are used up.
+    fn failed(
+        &mut self,
+        rt: &Runtime,
+        s: &Settings,
+        switch: &str,
+        b: Arc<Backend>,
+        err: &str,
+    ) -> bool {
+        b.connect_errors.fetch_add(1, Ordering::Relaxed);
+        rt.on_connect_error(&b);
+        self.failures += 1;
+        warn!(%switch, backend = %b.name, addr = %b.settings().addr, error = %err, attempt = self.failures, "backend connect failed; redispatching");
+        self.excluded.push(b);
+        self.failures <= s.timeouts.retries
+    }
+
+    fn exhausted(&self) -> Failed {
+        Failed {
+            retries: self.failures.saturating_sub(1),
+            termination: Termination('S', 'C'),
+            tc_ms: -1,
+        }
+    }
+}
+
 /// Leases a backend and connects, redispatching each failure to another backend; when every
 /// usable backend has failed once, waits min(connect timeout, 1 s) and starts over (HAProxy's
-/// retry turn-around), up to `retries` extra attempts.
+/// retry turn-around), up to `retries` extra attempts in all (`attempts` carries them across
+/// calls, for failures found after the connect).
 async fn connect<S, F, Fut>(
     rt: &Runtime,
     switch: &str,
     s: &Settings,
+    attempts: &mut Attempts,
     establish: F,
 ) -> Result<Connected<S>, Failed>
 where
@@ -105,15 +142,14 @@ where
         None
     };
     let started = Instant::now();
-    let mut excluded: Vec<Arc<Backend>> = Vec::new();
-    let mut failures = 0u32;
     loop {
-        let lease = match rt.pool.select(preferred.as_deref(), &excluded) {
+        let failures = attempts.failures;
+        let lease = match rt.pool.select(preferred.as_deref(), &attempts.excluded) {
             Some(l) => l,
-            None if !excluded.is_empty() && failures <= s.timeouts.retries => {
+            None if !attempts.excluded.is_empty() && failures <= s.timeouts.retries => {
                 tokio::time::sleep(s.timeouts.connect.min(Duration::from_secs(1))).await;
-                excluded.clear();
-                match rt.pool.select(preferred.as_deref(), &excluded) {
+                attempts.excluded.clear();
+                match rt.pool.select(preferred.as_deref(), &attempts.excluded) {
                     Some(l) => l,
                     None => {
                         return Err(Failed {
@@ -151,17 +187,8 @@ where
             Err(_) => format!("timeout after {} ms", s.timeouts.connect.as_millis()),
         };
         drop(lease);
-        b.connect_errors.fetch_add(1, Ordering::Relaxed);
-        rt.on_connect_error(&b);
-        failures += 1;
-        warn!(%switch, backend = %b.name, %addr, error = %err, attempt = failures, "backend connect failed; redispatching");
-        excluded.push(b);
-        if failures > s.timeouts.retries {
-            return Err(Failed {
-                retries: failures - 1,
-                termination: Termination('S', 'C'),
-                tc_ms: -1,
-            });
+        if !attempts.failed(rt, s, switch, b, &err) {
+            return Err(attempts.exhausted());
         }
     }
 }
@@ -188,7 +215,8 @@ fn finish(rt: &Runtime, b: &Arc<Backend>, end: End) -> Termination {
         End::Error {
             side: Side::Server,
             reset,
-        } => {
+        }
+        | End::Unanswered { reset } => {
             if reset {
                 rt.suspect(b);
             }
@@ -286,7 +314,7 @@ fn session_span(info: &ListenerInfo, ctl: &SessionCtl) -> tracing::Span {
 
 fn connected<S>(ctl: &SessionCtl, out: &mut Outcome, c: &Connected<S>) -> Arc<Backend> {
     let b = c.lease.backend().clone();
-    let _ = ctl.backend.set(b.clone());
+    ctl.backend.set(b.clone());
     out.backend = Some(b.clone());
     out.retries = c.retries;
     out.tc_ms = c.tc_ms;
@@ -306,29 +334,67 @@ async fn passthrough(
     ctl: &SessionCtl,
     out: &mut Outcome,
 ) {
-    let s = rt.settings();
     let _ = ctl.switch.set(ctl.client.ip().to_string());
     let switch = ctl.switch.get().map(String::as_str).unwrap_or_default();
-    let conn = connect(rt, switch, &s, |_, addr| tcp_connect(addr, &s))
+    let mut attempts = Attempts::default();
+    let replay = Replay::default();
+    loop {
+        let s = rt.settings();
+        let conn = connect(rt, switch, &s, &mut attempts, |_, addr| {
+            tcp_connect(addr, &s)
+        })
         .instrument(session_span(info, ctl))
         .await;
-    let c = match conn {
-        Ok(c) => c,
-        Err(f) => return failed(out, f),
-    };
-    let b = connected(ctl, out, &c);
-    if s.affinity.enabled {
-        rt.affinity
-            .record(switch, &b.name, unix_ms(), refresh_ms(&s));
+        let c = match conn {
+            Ok(c) => c,
+            Err(f) => return failed(out, f),
+        };
+        let b = connected(ctl, out, &c);
+        if s.affinity.enabled {
+            rt.affinity
+                .record(switch, &b.name, unix_ms(), refresh_ms(&s));
+        }
+        let size = s.buffer_size;
+        drop(s);
+        let replayed = match attempts.failures {
+            0 => Ok(()),
+            _ => relay::write_all(&c.stream, &replay.sent(), false).await,
+        };
+        let end = match replayed {
+            Ok(()) => relay::relay_tcp(&client, &c.stream, ctl, size, Some(&replay)).await,
+            Err(e) => End::Unanswered {
+                reset: relay::is_reset(&e),
+            },
+        };
+        match end {
+            End::Unanswered { reset } => {
+                // Nothing of this agent reached the switch: a failed connect; try another.
+                ctl.backend.clear();
+                let _ = sockopt::set_linger_zero(&c.stream);
+                drop(c);
+                let err = if reset {
+                    "reset the session before its first byte"
+                } else {
+                    "closed the session before its first byte"
+                };
+                let s = rt.settings();
+                let retry =
+                    session_span(info, ctl).in_scope(|| attempts.failed(rt, &s, switch, b, err));
+                if !retry {
+                    out.backend = None;
+                    return failed(out, attempts.exhausted());
+                }
+            }
+            end => {
+                if let End::Killed(_) = end {
+                    // The agent is gone or dismissed: reset our leg to it, no FIN_WAIT.
+                    let _ = sockopt::set_linger_zero(&c.stream);
+                }
+                out.termination = finish(rt, &b, end);
+                return;
+            }
+        }
     }
-    let size = s.buffer_size;
-    drop(s);
-    let end = relay::relay_tcp(&client, &c.stream, ctl, size).await;
-    if let End::Killed(_) = end {
-        // The agent is gone or dismissed: reset our leg to it instead of lingering in FIN_WAIT.
-        let _ = sockopt::set_linger_zero(&c.stream);
-    }
-    out.termination = finish(rt, &b, end);
 }
 
 async fn terminate(
@@ -380,7 +446,7 @@ async fn terminate(
         out.termination = Termination('I', 'C');
         return;
     };
-    let conn = connect(rt, &switch, &s, |b, addr| {
+    let conn = connect(rt, &switch, &s, &mut Attempts::default(), |b, addr| {
         let cfg = cfg.clone();
         let s = &s;
         async move {
@@ -466,7 +532,8 @@ mod size_tests {
             let ctl = rt.sessions.open("l".into(), "127.0.0.1:1".parse().unwrap());
             let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let b = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let rf = relay::relay_tcp(&a, &b, &ctl, s.buffer_size);
+            let replay = Replay::default();
+            let rf = relay::relay_tcp(&a, &b, &ctl, s.buffer_size, Some(&replay));
             let relay_size = std::mem::size_of_val(&rf);
             eprintln!("relay future: {relay_size} bytes");
             assert!(

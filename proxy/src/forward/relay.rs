@@ -7,7 +7,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use std::os::fd::AsRawFd;
@@ -43,6 +44,11 @@ pub enum End {
         waiting_for: Side,
     },
     Killed(KillReason),
+    /// The agent closed or reset its leg before its first byte, and all the switch sent is
+    /// still held by the [`Replay`]: the session can move to another backend.
+    Unanswered {
+        reset: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -51,7 +57,7 @@ struct PumpError {
     err: io::Error,
 }
 
-fn is_reset(e: &io::Error) -> bool {
+pub fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
@@ -60,16 +66,93 @@ fn is_reset(e: &io::Error) -> bool {
     )
 }
 
+/// How much of what a switch sends before its agent's first byte is kept for replay: a TLS
+/// ClientHello, even with post-quantum key shares, is well under this.
+pub const REPLAY_LIMIT: usize = 16 * 1024;
+
+/// What the switch sent before its agent's first byte, kept so that a backend that drops the
+/// session unanswered can be replaced by another one.
+///
+/// A connect that succeeds proves little when an agent is dying: the kernel releases a killed
+/// process's sockets one at a time, and its listener can still complete handshakes after the
+/// agent's sessions were reset. HAProxy in TCP mode hands such a connection to the client,
+/// which then waits out its reconnect backoff (up to 8 s for ovsdb-server). With the switch's
+/// first flight (its TLS ClientHello) kept, the session is redispatched instead.
+#[derive(Debug)]
+pub struct Replay {
+    armed: AtomicBool,
+    sent: Mutex<Vec<u8>>,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay {
+            armed: AtomicBool::new(true),
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Replay {
+    /// Whether the session can still move: the agent has not spoken, the switch has neither
+    /// closed its side nor sent more than [`REPLAY_LIMIT`].
+    pub fn is_armed(&self) -> bool {
+        self.armed.load(Ordering::Relaxed)
+    }
+
+    /// A copy of what the switch sent, for the next backend.
+    pub fn sent(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+
+    fn record(&self, data: &[u8]) {
+        if !self.is_armed() {
+            return;
+        }
+        let mut sent = self.lock();
+        if sent.len() + data.len() <= REPLAY_LIMIT {
+            sent.extend_from_slice(data);
+        } else {
+            self.armed.store(false, Ordering::Relaxed);
+            *sent = Vec::new();
+        }
+    }
+
+    fn disarm(&self) {
+        if self.armed.swap(false, Ordering::Relaxed) {
+            *self.lock() = Vec::new();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // Nothing panics while the lock is held: a poisoned copy is still whole.
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Which way a pump moves bytes, and so what its data means for the [`Replay`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Switch to agent: kept for replay while the agent has not answered.
+    Up,
+    /// Agent to switch: the first byte ends the replay.
+    Down,
+}
+
 /// Copies `src` to `dst` until EOF on `src`; errors say which leg failed.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
-    src_side: Side,
-    dst_side: Side,
+    way: Way,
     counter: &AtomicU64,
     ctl: &SessionCtl,
     size: usize,
+    replay: Option<&Replay>,
 ) -> Result<(), PumpError> {
+    let (src_side, dst_side) = match way {
+        Way::Up => (Side::Client, Side::Server),
+        Way::Down => (Side::Server, Side::Client),
+    };
     let src_err = |err| PumpError {
         side: src_side,
         err,
@@ -84,29 +167,19 @@ async fn pump(
         let closing = ready.is_read_closed();
         let mut buf = bufpool::take(size);
         let outcome = loop {
-            // A short read means the socket is drained: report it to tokio as WouldBlock so
-            // that it clears the readiness (tick-safe: an edge that arrived meanwhile is kept)
-            // and the buffer goes back at once, without one more recv just to see EAGAIN.
-            // Unless the FIN is here: then the next recv returns 0 at once.
-            let mut got = None;
-            let r = src.try_io(tokio::io::Interest::READABLE, || {
-                let n = recv(src, &mut buf)?;
-                got = Some(n);
-                if n > 0 && n < buf.len() && !closing {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(n)
-                }
-            });
-            let n = match (r, got) {
-                (Ok(0), _) => break Ok(true),
-                (Ok(n), _) | (Err(_), Some(n)) if n > 0 => n,
-                (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                (Err(e), _) if e.kind() == io::ErrorKind::Interrupted => continue,
-                (Err(e), _) => break Err(src_err(e)),
-                (Ok(_), _) => break Ok(true),
+            let n = match read_chunk(src, &mut buf, closing) {
+                Ok(Chunk::Data(n)) => n,
+                Ok(Chunk::Eof) => break Ok(true),
+                Ok(Chunk::Drained) => break Ok(false),
+                Err(e) => break Err(src_err(e)),
             };
             let data = buf.get(..n).unwrap_or_default();
+            if let Some(r) = replay.filter(|r| r.is_armed()) {
+                match way {
+                    Way::Up => r.record(data),
+                    Way::Down => r.disarm(),
+                }
+            }
             let last = closing && n < buf.len();
             if let Err(err) = write_all(dst, data, last).await {
                 break Err(PumpError {
@@ -127,6 +200,40 @@ async fn pump(
     }
 }
 
+/// What one read of a readable socket gave.
+enum Chunk {
+    Data(usize),
+    Eof,
+    /// Nothing more to read for now; tokio's readiness is cleared.
+    Drained,
+}
+
+/// Reads once from `src`. A short read means the socket is drained: it is reported to tokio as
+/// WouldBlock so that tokio clears the readiness (tick-safe: an edge that arrived meanwhile is
+/// kept) and the caller's buffer goes back at once, without one more recv just to see EAGAIN.
+/// Unless the FIN is here (`closing`): then the next recv returns 0 at once.
+fn read_chunk(src: &TcpStream, buf: &mut [u8], closing: bool) -> io::Result<Chunk> {
+    loop {
+        let mut got = None;
+        let r = src.try_io(tokio::io::Interest::READABLE, || {
+            let n = recv(src, buf)?;
+            got = Some(n);
+            if n > 0 && n < buf.len() && !closing {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        return match (r, got) {
+            (Ok(n), _) | (Err(_), Some(n)) if n > 0 => Ok(Chunk::Data(n)),
+            (Ok(_), _) => Ok(Chunk::Eof),
+            (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => Ok(Chunk::Drained),
+            (Err(e), _) if e.kind() == io::ErrorKind::Interrupted => continue,
+            (Err(e), _) => Err(e),
+        };
+    }
+}
+
 /// One recv(2) on the socket (non-blocking; tokio registered it).
 fn recv(s: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: fd is live for the borrow of `s`; buf is valid for writes of buf.len() bytes.
@@ -143,7 +250,7 @@ fn byte_count(n: isize) -> io::Result<usize> {
 /// its data) it goes with MSG_MORE: the kernel holds it for the `shutdown` that follows at
 /// once, and the peer gets data and FIN in one segment, as from HAProxy (one packet, one
 /// ACK and one wake-up fewer for the peer of every short session).
-async fn write_all(dst: &TcpStream, mut data: &[u8], last: bool) -> io::Result<()> {
+pub async fn write_all(dst: &TcpStream, mut data: &[u8], last: bool) -> io::Result<()> {
     let flags = if last { libc::MSG_MORE } else { 0 };
     while !data.is_empty() {
         match dst.try_io(tokio::io::Interest::WRITABLE, || send(dst, data, flags)) {
@@ -197,31 +304,27 @@ fn killed_end(ctl: &SessionCtl, reason: KillReason) -> End {
 }
 
 /// Relays a plain TCP session until it ends; never holds a buffer or a timer while idle.
+/// With `replay`, an agent that drops the session before its first byte ends it as
+/// [`End::Unanswered`] (the switch's leg untouched) while the replay is armed.
 pub async fn relay_tcp(
     client: &TcpStream,
     server: &TcpStream,
     ctl: &SessionCtl,
     size: usize,
+    replay: Option<&Replay>,
 ) -> End {
-    let up = pump(
-        client,
-        server,
-        Side::Client,
-        Side::Server,
-        &ctl.bytes_up,
-        ctl,
-        size,
-    );
+    let up = pump(client, server, Way::Up, &ctl.bytes_up, ctl, size, replay);
     let down = pump(
         server,
         client,
-        Side::Server,
-        Side::Client,
+        Way::Down,
         &ctl.bytes_down,
         ctl,
         size,
+        replay,
     );
     tokio::pin!(up, down);
+    let unanswered = || replay.is_some_and(Replay::is_armed);
     let mut up_done = false;
     let mut down_done = false;
     loop {
@@ -229,19 +332,30 @@ pub async fn relay_tcp(
             r = &mut up, if !up_done => match r {
                 Ok(()) => {
                     up_done = true;
+                    // The switch's FIN goes on to the agent: nothing to replay any more.
+                    if let Some(r) = replay {
+                        r.disarm();
+                    }
                     // Both ways done: closing the sockets sends the FINs (no extra shutdown).
                     if down_done { return End::Closed }
                     let _ = shutdown_write(server);
                     half_closed(ctl, Side::Server);
                 }
+                Err(e) if e.side == Side::Server && unanswered() => {
+                    return End::Unanswered { reset: is_reset(&e.err) }
+                }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
             },
             r = &mut down, if !down_done => match r {
+                Ok(()) if unanswered() => return End::Unanswered { reset: false },
                 Ok(()) => {
                     down_done = true;
                     if up_done { return End::Closed }
                     let _ = shutdown_write(client);
                     half_closed(ctl, Side::Client);
+                }
+                Err(e) if e.side == Side::Server && unanswered() => {
+                    return End::Unanswered { reset: is_reset(&e.err) }
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
             },
@@ -350,5 +464,139 @@ where
                 reset: false,
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::forward::sockopt::set_linger_zero;
+    use crate::session::Sessions;
+
+    /// A connected pair (the proxy's end, the far end) on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (near, _) = l.accept().await.unwrap();
+        (near, far)
+    }
+
+    /// The proxy's two legs of one session.
+    struct Legs {
+        client: TcpStream,
+        server: TcpStream,
+        ctl: Arc<SessionCtl>,
+    }
+
+    impl Legs {
+        async fn relay(&self, replay: &Replay) -> End {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                relay_tcp(&self.client, &self.server, &self.ctl, 4096, Some(replay)),
+            )
+            .await
+            .expect("relay ended")
+        }
+    }
+
+    /// The proxy's legs, the switch's end and the agent's end.
+    async fn session() -> (Legs, TcpStream, TcpStream) {
+        let (client, switch) = pair().await;
+        let (server, agent) = pair().await;
+        let ctl = Sessions::default().open("l".into(), "127.0.0.1:1".parse().unwrap());
+        let legs = Legs {
+            client,
+            server,
+            ctl,
+        };
+        (legs, switch, agent)
+    }
+
+    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        s.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn an_agent_closing_before_its_first_byte_leaves_the_session_movable() {
+        for reset in [false, true] {
+            let (legs, mut switch, mut agent) = session().await;
+            let replay = Replay::default();
+            switch.write_all(b"client hello").await.unwrap();
+            let far = async {
+                assert_eq!(read_n(&mut agent, 12).await, b"client hello");
+                if reset {
+                    set_linger_zero(&agent).unwrap();
+                }
+                drop(agent);
+            };
+            let (end, ()) = tokio::join!(legs.relay(&replay), far);
+            assert_eq!(end, End::Unanswered { reset }, "reset: {reset}");
+            assert!(replay.is_armed());
+            assert_eq!(replay.sent(), b"client hello");
+            // The switch's leg is untouched: no FIN reached it.
+            let mut byte = [0u8; 1];
+            let r = tokio::time::timeout(Duration::from_millis(50), switch.read(&mut byte)).await;
+            assert!(r.is_err(), "the switch saw {r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_agents_first_byte_ends_the_replay() {
+        let (legs, mut switch, mut agent) = session().await;
+        let replay = Replay::default();
+        switch.write_all(b"hello").await.unwrap();
+        let far = async {
+            assert_eq!(read_n(&mut agent, 5).await, b"hello");
+            agent.write_all(b"welcome").await.unwrap();
+            drop(agent);
+            assert_eq!(read_n(&mut switch, 7).await, b"welcome");
+            switch.shutdown().await.unwrap();
+        };
+        let (end, ()) = tokio::join!(legs.relay(&replay), far);
+        assert_eq!(end, End::Closed);
+        assert!(!replay.is_armed());
+        assert!(replay.sent().is_empty(), "the copy is freed");
+    }
+
+    #[tokio::test]
+    async fn no_replay_once_the_switch_closed_its_side() {
+        let (legs, mut switch, mut agent) = session().await;
+        let replay = Replay::default();
+        switch.write_all(b"bye").await.unwrap();
+        switch.shutdown().await.unwrap();
+        let far = async {
+            let mut all = Vec::new();
+            agent.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, b"bye");
+            drop(agent);
+        };
+        let (end, ()) = tokio::join!(legs.relay(&replay), far);
+        assert_eq!(end, End::Closed);
+        assert!(!replay.is_armed());
+    }
+
+    #[tokio::test]
+    async fn no_replay_once_the_switch_sent_more_than_the_limit() {
+        let (legs, mut switch, mut agent) = session().await;
+        let replay = Replay::default();
+        let big = vec![7u8; REPLAY_LIMIT + 1];
+        let far = async {
+            switch.write_all(&big).await.unwrap();
+            assert_eq!(read_n(&mut agent, big.len()).await, big);
+            drop(agent);
+            switch.shutdown().await.unwrap();
+        };
+        let (end, ()) = tokio::join!(legs.relay(&replay), far);
+        assert_eq!(end, End::Closed);
+        assert!(!replay.is_armed());
+        assert!(replay.sent().is_empty());
     }
 }

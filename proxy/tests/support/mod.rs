@@ -405,7 +405,7 @@ pub struct ProxyProc {
     logs: Arc<Mutex<Vec<Value>>>,
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get("fields")
         .and_then(|f| f.get(name))
         .and_then(Value::as_str)
@@ -506,6 +506,41 @@ impl ProxyProc {
                 )
             })
             .collect()
+    }
+
+    /// Polls the proxy's log until `pred` holds (lines arrive through a pipe, after the event
+    /// they tell of); panics with the log after PATIENCE.
+    pub async fn wait_for_logs(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let t0 = Instant::now();
+        loop {
+            let logs = self.logs();
+            if pred(&logs) {
+                return logs;
+            }
+            if t0.elapsed() > PATIENCE {
+                panic!("timed out waiting for {what} in the proxy log: {logs:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the session log lines satisfy `pred`, and returns them.
+    pub async fn wait_for_session_logs(
+        &self,
+        what: &str,
+        pred: impl Fn(&[(String, String, String)]) -> bool,
+    ) -> Vec<(String, String, String)> {
+        let t0 = Instant::now();
+        loop {
+            let logs = self.session_logs();
+            if pred(&logs) {
+                return logs;
+            }
+            if t0.elapsed() > PATIENCE {
+                panic!("timed out waiting for {what}: {logs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     pub fn client(&self) -> jsonrpsee::http_client::HttpClient {

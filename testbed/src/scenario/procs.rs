@@ -297,37 +297,9 @@ impl Memory {
     }
 }
 
-/// A loopback port that was free a moment ago. Children bind it again on every restart, so
-/// the proxy and the links keep addressing them the same way.
-///
-/// Ports come from below the kernel's ephemeral range (32768 and up by default), so no
-/// outgoing connection of a switch or link can take an agent's port while the agent is
-/// down, and no port is handed out twice by one process (two `bind(0)` in a row may return
-/// the same port once the first listener is closed). The start is spread by the process id
-/// so concurrent runs (parallel tests) rarely probe the same ports.
-pub fn free_port() -> std::io::Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id().wrapping_mul(2654435761) >> 7) % SPAN,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    for _ in 0..SPAN {
-        let off = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
-        let Ok(port) = u16::try_from(LOW + off) else {
-            continue;
-        };
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
+/// Children bind their port again on every restart, so the proxy and the links keep
+/// addressing them the same way.
+pub use ovsdb::testing::free_port;
 
 #[cfg(test)]
 mod tests {
@@ -350,16 +322,5 @@ mod tests {
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
         let m = Memory::parse(&own).unwrap();
         assert!(m.hwm_kb >= m.rss_kb && m.rss_kb > 0);
-    }
-
-    #[test]
-    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
-        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
-        let set: std::collections::HashSet<u16> = ports.iter().copied().collect();
-        assert_eq!(set.len(), ports.len());
-        assert!(
-            ports.iter().all(|p| (20_000..32_000).contains(p)),
-            "{ports:?}"
-        );
     }
 }
