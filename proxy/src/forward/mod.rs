@@ -312,12 +312,24 @@ fn session_span(info: &ListenerInfo, ctl: &SessionCtl) -> tracing::Span {
     tracing::debug_span!("session", listener = %info.name, client = %ctl.client)
 }
 
-fn connected<S>(ctl: &SessionCtl, out: &mut Outcome, c: &Connected<S>) -> Arc<Backend> {
+/// Records where the session went: its backend, the connect figures, the switch's affinity.
+fn connected<S>(
+    rt: &Runtime,
+    s: &Settings,
+    switch: &str,
+    ctl: &SessionCtl,
+    out: &mut Outcome,
+    c: &Connected<S>,
+) -> Arc<Backend> {
     let b = c.lease.backend().clone();
     ctl.backend.set(b.clone());
     out.backend = Some(b.clone());
     out.retries = c.retries;
     out.tc_ms = c.tc_ms;
+    if s.affinity.enabled {
+        rt.affinity
+            .record(switch, &b.name, unix_ms(), refresh_ms(s));
+    }
     b
 }
 
@@ -349,11 +361,7 @@ async fn passthrough(
             Ok(c) => c,
             Err(f) => return failed(out, f),
         };
-        let b = connected(ctl, out, &c);
-        if s.affinity.enabled {
-            rt.affinity
-                .record(switch, &b.name, unix_ms(), refresh_ms(&s));
-        }
+        let b = connected(rt, &s, switch, ctl, out, &c);
         let size = s.buffer_size;
         drop(s);
         let replayed = match attempts.failures {
@@ -465,11 +473,7 @@ async fn terminate(
         Ok(c) => c,
         Err(f) => return failed(out, f),
     };
-    let b = connected(ctl, out, &c);
-    if s.affinity.enabled {
-        rt.affinity
-            .record(&switch, &b.name, unix_ms(), refresh_ms(&s));
-    }
+    let b = connected(rt, &s, &switch, ctl, out, &c);
     let Connected { lease, stream, .. } = c;
     let end = relay::relay_streams(tls_client, stream, ctl, s.buffer_size).await;
     out.termination = finish(rt, &b, end);

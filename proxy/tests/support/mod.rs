@@ -405,6 +405,26 @@ pub struct ProxyProc {
     logs: Arc<Mutex<Vec<Value>>>,
 }
 
+/// Calls `fetch` until `pred` holds on what it returns; panics with the last value after
+/// PATIENCE.
+async fn poll_until<T: std::fmt::Debug>(
+    what: &str,
+    fetch: impl Fn() -> T,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    let t0 = Instant::now();
+    loop {
+        let v = fetch();
+        if pred(&v) {
+            return v;
+        }
+        if t0.elapsed() > PATIENCE {
+            panic!("timed out waiting for {what}: {v:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get("fields")
         .and_then(|f| f.get(name))
@@ -511,17 +531,7 @@ impl ProxyProc {
     /// Polls the proxy's log until `pred` holds (lines arrive through a pipe, after the event
     /// they tell of); panics with the log after PATIENCE.
     pub async fn wait_for_logs(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let t0 = Instant::now();
-        loop {
-            let logs = self.logs();
-            if pred(&logs) {
-                return logs;
-            }
-            if t0.elapsed() > PATIENCE {
-                panic!("timed out waiting for {what} in the proxy log: {logs:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll_until(what, || self.logs(), |l| pred(l)).await
     }
 
     /// Waits until the session log lines satisfy `pred`, and returns them.
@@ -530,17 +540,7 @@ impl ProxyProc {
         what: &str,
         pred: impl Fn(&[(String, String, String)]) -> bool,
     ) -> Vec<(String, String, String)> {
-        let t0 = Instant::now();
-        loop {
-            let logs = self.session_logs();
-            if pred(&logs) {
-                return logs;
-            }
-            if t0.elapsed() > PATIENCE {
-                panic!("timed out waiting for {what}: {logs:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        poll_until(what, || self.session_logs(), |l| pred(l)).await
     }
 
     pub fn client(&self) -> jsonrpsee::http_client::HttpClient {
