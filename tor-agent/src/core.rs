@@ -1305,6 +1305,7 @@ impl Core {
             switches,
             sessions,
             control_nodes,
+            core_busy_ms: Default::default(),
         }
     }
 }

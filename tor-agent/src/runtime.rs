@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::admin;
+use crate::admin::load::{CoreLoad, Work};
 use crate::admin::status::AgentStatus;
 use crate::config::{parse_cn, read_token, AgentConfig};
 use crate::core::{Core, Input, Output, SessionId};
@@ -228,6 +229,7 @@ pub async fn run(
 
     // The core.
     let mut core = Core::new(cfg.core_settings());
+    let mut load = CoreLoad::default();
     let started_at = Instant::now();
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -241,33 +243,49 @@ pub async fn run(
             }
         };
         let now;
+        let mut loop_ctx = LoopCtx {
+            core: &mut core,
+            load: &mut load,
+            started: started_at.into_std(),
+            queued: 0,
+        };
         tokio::select! {
             ev = events.recv() => {
                 now = Instant::now().into_std();
                 match ev {
-                    Some(ev) => handle_event(&mut core, ev, now, started_at.into_std()),
+                    Some(ev) => {
+                        loop_ctx.queued = events.len();
+                        loop_ctx.handle_event(ev, now);
+                    }
                     None => break,
                 }
                 // Take what else is waiting before doing the deferred work.
                 for _ in 0..4096 {
                     match events.try_recv() {
-                        Ok(ev) => handle_event(&mut core, ev, now, started_at.into_std()),
+                        Ok(ev) => {
+                            loop_ctx.queued = events.len();
+                            loop_ctx.handle_event(ev, now);
+                        }
                         Err(_) => break,
                     }
                 }
             }
-            _ = sleep => { now = Instant::now().into_std(); core.handle(Input::Tick, now); }
-            _ = tick.tick() => { now = Instant::now().into_std(); core.handle(Input::Tick, now); }
+            _ = sleep => { now = Instant::now().into_std(); loop_ctx.input(Input::Tick, now); }
+            _ = tick.tick() => { now = Instant::now().into_std(); loop_ctx.input(Input::Tick, now); }
             _ = &mut shutdown => break,
         }
         // Switch transactions first: the switches work on them while the
         // core computes exports.
+        let t0 = std::time::Instant::now();
         for out in core.flush_transactions(now) {
             dispatch(out, &registry, &cn_tx);
         }
+        let t1 = std::time::Instant::now();
+        load.record(Work::Audits, t1 - t0);
         for out in core.flush_exports(now) {
             dispatch(out, &registry, &cn_tx);
         }
+        load.record(Work::Exports, t1.elapsed());
         let r = core.readiness();
         if *ready_tx.borrow() != r {
             info!(readiness = r, "readiness changed");
@@ -290,14 +308,45 @@ fn rustls_name(name: &str) -> Result<rustls::pki_types::ServerName<'static>, Str
         .map_err(|e| format!("northbound.tls.server_name {name}: {e}"))
 }
 
-fn handle_event(core: &mut Core, ev: Event, now: std::time::Instant, started: std::time::Instant) {
-    match ev {
-        Event::Input(i) => core.handle(i, now),
-        Event::Status(tx) => {
-            let _ = tx.send(core.status(now));
-        }
-        Event::Metrics(tx) => {
-            let _ = tx.send(admin::metrics::render(core, now, started));
+/// What one turn of the core loop hands to the events it handles.
+struct LoopCtx<'a> {
+    core: &'a mut Core,
+    load: &'a mut CoreLoad,
+    started: std::time::Instant,
+    /// Events still waiting behind the one being handled (for the metrics).
+    queued: usize,
+}
+
+impl LoopCtx<'_> {
+    fn input(&mut self, input: Input, now: std::time::Instant) {
+        let work = Work::of(&input);
+        let t0 = std::time::Instant::now();
+        self.core.handle(input, now);
+        self.load.record(work, t0.elapsed());
+    }
+
+    fn handle_event(&mut self, ev: Event, now: std::time::Instant) {
+        match ev {
+            Event::Input(i) => self.input(i, now),
+            Event::Status(tx) => {
+                let t0 = std::time::Instant::now();
+                let mut status = self.core.status(now);
+                status.core_busy_ms = Work::ALL
+                    .iter()
+                    .map(|w| (w.label().to_string(), self.load.busy(*w).as_millis() as u64))
+                    .collect();
+                let _ = tx.send(status);
+                self.load.record(Work::Admin, t0.elapsed());
+            }
+            Event::Metrics(tx) => {
+                let t0 = std::time::Instant::now();
+                let core = admin::metrics::CoreView {
+                    load: self.load,
+                    queued: self.queued,
+                };
+                let _ = tx.send(admin::metrics::render(self.core, &core, now, self.started));
+                self.load.record(Work::Admin, t0.elapsed());
+            }
         }
     }
 }

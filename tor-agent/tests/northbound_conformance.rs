@@ -542,6 +542,21 @@ async fn agent_speaks_tf_xmpp_and_programs_a_real_switch() {
         "{metrics}"
     );
     assert!(metrics.contains("tor_agent_takeovers_total 1"));
+    // The core loop accounts for its time: the switch's dump, the audit, the exports.
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in {metrics}"))
+    };
+    for work in ["monitor_updates", "audits", "exports", "routes"] {
+        let busy = sample(&format!(
+            "tor_agent_core_busy_seconds_total{{work=\"{work}\"}}"
+        ));
+        let n = sample(&format!("tor_agent_core_work_total{{work=\"{work}\"}}"));
+        assert!(busy > 0.0 && n >= 1.0, "{work}: {busy} s in {n}");
+    }
+    assert!(sample("tor_agent_core_queued_events") >= 0.0);
     let mut r = TcpStream::connect(handle.readiness_addr.unwrap())
         .await
         .unwrap();

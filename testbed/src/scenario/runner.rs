@@ -23,7 +23,7 @@ use super::procs::{Launcher, Memory, NodeState};
 use super::report::{ScenarioReport, SetupReport};
 use super::spec::{Action, AgentRef, Churn, ConfigChange, LinkSide, Scenario, Step, Timing};
 use super::svg::{Marker, Point};
-use super::timeline::{self, Event, EventKind, ProcessMemory, WindowFacts, WindowReport};
+use super::timeline::{self, CoreBusy, Event, EventKind, ProcessMemory, WindowFacts, WindowReport};
 
 pub struct RunOptions {
     pub launcher: Launcher,
@@ -81,6 +81,50 @@ struct Open {
     hold_until: Instant,
     /// Memory of the agents and the proxy when the window opened.
     memory_start: Vec<(String, Option<Memory>)>,
+    /// Each agent's core-loop busy time by kind of work when the window opened.
+    core_start: Vec<(String, BTreeMap<String, u64>)>,
+}
+
+/// Every reachable agent's core-loop busy time since it started, by kind of work.
+async fn core_busy_now(bed: &Bed) -> Vec<(String, BTreeMap<String, u64>)> {
+    let mut out = Vec::new();
+    for a in &bed.agents {
+        if let Some(st) = monitor::agent_status(&a.client, Duration::from_secs(2)).await {
+            out.push((a.plan.name.clone(), st.core_busy_ms));
+        }
+    }
+    out
+}
+
+/// What each agent's core loop did in the window: the counters' growth (all of the end
+/// value when the agent restarted in the window, as its counters began again at zero).
+fn core_busy_in_window(
+    start: &[(String, BTreeMap<String, u64>)],
+    end: Vec<(String, BTreeMap<String, u64>)>,
+) -> Vec<CoreBusy> {
+    end.into_iter()
+        .map(|(name, end)| {
+            let before = start.iter().find(|(n, _)| *n == name).map(|(_, m)| m);
+            let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+            let restarted = before.is_none_or(|b| total(b) > total(&end));
+            let by_work: BTreeMap<String, u64> = end
+                .iter()
+                .map(|(work, ms)| {
+                    let from = match before {
+                        Some(b) if !restarted => b.get(work).copied().unwrap_or(0),
+                        _ => 0,
+                    };
+                    (work.clone(), ms.saturating_sub(from))
+                })
+                .filter(|(_, ms)| *ms > 0)
+                .collect();
+            CoreBusy {
+                name,
+                total_ms: by_work.values().sum(),
+                by_work,
+            }
+        })
+        .collect()
 }
 
 /// Memory of every agent and the proxy, by name.
@@ -199,6 +243,10 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<ScenarioReport,
     'rounds: for round in 0..scenario.repeat {
         let mut open: Option<Open> = None;
         for step in &scenario.steps {
+            let core_start = match open {
+                None => core_busy_now(&bed).await,
+                Some(_) => Vec::new(),
+            };
             let o = open.get_or_insert_with(|| {
                 // Let the monitor see the settled state before the fault.
                 let start_ms = unix_ms();
@@ -215,6 +263,7 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<ScenarioReport,
                     errors: Vec::new(),
                     hold_until: Instant::now(),
                     memory_start: memory_now(&bed),
+                    core_start,
                 }
             });
             o.hold_until = o
@@ -280,6 +329,9 @@ pub async fn run(scenario: Scenario, opts: RunOptions) -> Result<ScenarioReport,
                 ));
                 if !w.passed {
                     p.say(format!("  {}", first_lines(&w.violations)));
+                }
+                for c in w.core_busy.iter().filter(|c| c.total_ms >= 100) {
+                    p.say(format!("  {}", c.summary()));
                 }
                 let failed = !w.passed;
                 report.windows.push(w);
@@ -996,6 +1048,7 @@ async fn close_window(
         trace.events,
     );
     w.series = trace.points;
+    w.core_busy = core_busy_in_window(&o.core_start, core_busy_now(bed).await);
     w.memory = memory_now(bed)
         .into_iter()
         .map(|(name, end)| {
@@ -1054,4 +1107,54 @@ pub fn chart_data(r: &ScenarioReport) -> (Vec<Point>, Vec<Marker>) {
         }
     }
     (points, markers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(w, ms)| (w.to_string(), *ms)).collect()
+    }
+
+    #[test]
+    fn core_busy_is_the_growth_over_the_window() {
+        let start = vec![
+            ("a".to_string(), busy(&[("routes", 100), ("audits", 50)])),
+            ("b".to_string(), busy(&[("routes", 900), ("exports", 300)])),
+        ];
+        let end = vec![
+            // Grew: only the growth counts, kinds that did not grow are left out.
+            (
+                "a".to_string(),
+                busy(&[("routes", 400), ("audits", 50), ("exports", 20)]),
+            ),
+            // Restarted in the window (its counters began again): all of the end value.
+            ("b".to_string(), busy(&[("routes", 70), ("exports", 5)])),
+            // Not there at the start (started in the window).
+            ("c".to_string(), busy(&[("ticks", 3)])),
+        ];
+        let w = core_busy_in_window(&start, end);
+        assert_eq!(
+            w,
+            vec![
+                CoreBusy {
+                    name: "a".into(),
+                    total_ms: 320,
+                    by_work: busy(&[("routes", 300), ("exports", 20)]),
+                },
+                CoreBusy {
+                    name: "b".into(),
+                    total_ms: 75,
+                    by_work: busy(&[("routes", 70), ("exports", 5)]),
+                },
+                CoreBusy {
+                    name: "c".into(),
+                    total_ms: 3,
+                    by_work: busy(&[("ticks", 3)]),
+                },
+            ]
+        );
+        assert_eq!(w[0].summary(), "a core busy 320 ms: routes 300, exports 20");
+    }
 }

@@ -3,7 +3,15 @@
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
+use super::load::{CoreLoad, Work};
 use crate::core::Core;
+
+/// What the core loop's driver knows about the loop itself.
+pub struct CoreView<'a> {
+    pub load: &'a CoreLoad,
+    /// Events waiting in the core's queue.
+    pub queued: usize,
+}
 
 /// Buckets of the takeover duration histogram, in seconds.
 const BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
@@ -14,7 +22,7 @@ fn esc(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-pub fn render(core: &Core, now: Instant, started: Instant) -> String {
+pub fn render(core: &Core, view: &CoreView<'_>, now: Instant, started: Instant) -> String {
     let st = core.status(now);
     let c = &core.counters;
     let mut o = String::new();
@@ -189,6 +197,30 @@ pub fn render(core: &Core, now: Instant, started: Instant) -> String {
         "counter",
         "Config pushes received.",
         &[(String::new(), c.config_pushes as f64)],
+    );
+    let by_work = |f: &dyn Fn(Work) -> f64| {
+        Work::ALL
+            .iter()
+            .map(|w| (format!("{{work=\"{}\"}}", w.label()), f(*w)))
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "tor_agent_core_busy_seconds_total",
+        "counter",
+        "Time the core loop (one thread, all switches and routes) spent, by kind of work; the rate of the sum is its utilisation.",
+        &by_work(&|w| view.load.busy(w).as_secs_f64()),
+    );
+    metric(
+        "tor_agent_core_work_total",
+        "counter",
+        "Inputs and flushes the core loop handled, by kind of work.",
+        &by_work(&|w| view.load.count(w) as f64),
+    );
+    metric(
+        "tor_agent_core_queued_events",
+        "gauge",
+        "Events waiting for the core loop when the metrics were taken (a backlog means it is saturated).",
+        &[(String::new(), view.queued as f64)],
     );
     o
 }

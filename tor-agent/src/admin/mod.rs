@@ -6,6 +6,7 @@
 //! bearer token (`admin.token_file`), which is never logged or shown.
 
 pub mod api;
+pub mod load;
 pub mod metrics;
 pub mod readiness;
 pub mod status;

@@ -60,6 +60,10 @@ pub struct AgentStatus {
     pub switches: Vec<SwitchStatus>,
     pub sessions: Vec<SessionStatus>,
     pub control_nodes: Vec<CnStatus>,
+    /// Milliseconds the core loop has been busy since the agent started, by kind of work
+    /// (`admin::load::Work` labels); filled in by the loop's driver.
+    #[serde(default)]
+    pub core_busy_ms: std::collections::BTreeMap<String, u64>,
 }
 
 fn age(s: Option<f64>) -> String {
