@@ -369,7 +369,7 @@ async fn passthrough(
             _ => relay::write_all(&c.stream, &replay.sent(), false).await,
         };
         let end = match replayed {
-            Ok(()) => relay::relay_tcp(&client, &c.stream, ctl, size, Some(&replay)).await,
+            Ok(()) => relay::relay_tcp(&client, &c.stream, ctl, size, &replay).await,
             Err(e) => End::Unanswered {
                 reset: relay::is_reset(&e),
             },
@@ -537,7 +537,7 @@ mod size_tests {
             let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let b = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
             let replay = Replay::default();
-            let rf = relay::relay_tcp(&a, &b, &ctl, s.buffer_size, Some(&replay));
+            let rf = relay::relay_tcp(&a, &b, &ctl, s.buffer_size, &replay);
             let relay_size = std::mem::size_of_val(&rf);
             eprintln!("relay future: {relay_size} bytes");
             assert!(

@@ -105,10 +105,8 @@ impl Replay {
         self.lock().clone()
     }
 
+    /// Keeps `data` (the caller checked the replay is armed), or disarms past the limit.
     fn record(&self, data: &[u8]) {
-        if !self.is_armed() {
-            return;
-        }
         let mut sent = self.lock();
         if sent.len() + data.len() <= REPLAY_LIMIT {
             sent.extend_from_slice(data);
@@ -147,7 +145,7 @@ async fn pump(
     counter: &AtomicU64,
     ctl: &SessionCtl,
     size: usize,
-    replay: Option<&Replay>,
+    replay: &Replay,
 ) -> Result<(), PumpError> {
     let (src_side, dst_side) = match way {
         Way::Up => (Side::Client, Side::Server),
@@ -174,10 +172,10 @@ async fn pump(
                 Err(e) => break Err(src_err(e)),
             };
             let data = buf.get(..n).unwrap_or_default();
-            if let Some(r) = replay.filter(|r| r.is_armed()) {
+            if replay.is_armed() {
                 match way {
-                    Way::Up => r.record(data),
-                    Way::Down => r.disarm(),
+                    Way::Up => replay.record(data),
+                    Way::Down => replay.disarm(),
                 }
             }
             let last = closing && n < buf.len();
@@ -304,14 +302,14 @@ fn killed_end(ctl: &SessionCtl, reason: KillReason) -> End {
 }
 
 /// Relays a plain TCP session until it ends; never holds a buffer or a timer while idle.
-/// With `replay`, an agent that drops the session before its first byte ends it as
-/// [`End::Unanswered`] (the switch's leg untouched) while the replay is armed.
+/// While `replay` is armed, an agent that drops the session before its first byte ends it as
+/// [`End::Unanswered`] (the switch's leg untouched).
 pub async fn relay_tcp(
     client: &TcpStream,
     server: &TcpStream,
     ctl: &SessionCtl,
     size: usize,
-    replay: Option<&Replay>,
+    replay: &Replay,
 ) -> End {
     let up = pump(client, server, Way::Up, &ctl.bytes_up, ctl, size, replay);
     let down = pump(
@@ -324,7 +322,6 @@ pub async fn relay_tcp(
         replay,
     );
     tokio::pin!(up, down);
-    let unanswered = || replay.is_some_and(Replay::is_armed);
     let mut up_done = false;
     let mut down_done = false;
     loop {
@@ -333,28 +330,26 @@ pub async fn relay_tcp(
                 Ok(()) => {
                     up_done = true;
                     // The switch's FIN goes on to the agent: nothing to replay any more.
-                    if let Some(r) = replay {
-                        r.disarm();
-                    }
+                    replay.disarm();
                     // Both ways done: closing the sockets sends the FINs (no extra shutdown).
                     if down_done { return End::Closed }
                     let _ = shutdown_write(server);
                     half_closed(ctl, Side::Server);
                 }
-                Err(e) if e.side == Side::Server && unanswered() => {
+                Err(e) if e.side == Side::Server && replay.is_armed() => {
                     return End::Unanswered { reset: is_reset(&e.err) }
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
             },
             r = &mut down, if !down_done => match r {
-                Ok(()) if unanswered() => return End::Unanswered { reset: false },
+                Ok(()) if replay.is_armed() => return End::Unanswered { reset: false },
                 Ok(()) => {
                     down_done = true;
                     if up_done { return End::Closed }
                     let _ = shutdown_write(client);
                     half_closed(ctl, Side::Client);
                 }
-                Err(e) if e.side == Side::Server && unanswered() => {
+                Err(e) if e.side == Side::Server && replay.is_armed() => {
                     return End::Unanswered { reset: is_reset(&e.err) }
                 }
                 Err(e) => return End::Error { side: e.side, reset: is_reset(&e.err) },
@@ -498,7 +493,7 @@ mod tests {
         async fn relay(&self, replay: &Replay) -> End {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                relay_tcp(&self.client, &self.server, &self.ctl, 4096, Some(replay)),
+                relay_tcp(&self.client, &self.server, &self.ctl, 4096, replay),
             )
             .await
             .expect("relay ended")

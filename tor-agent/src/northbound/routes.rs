@@ -106,13 +106,19 @@ impl RouteStore {
 
     /// The control node whose copy [`RouteStore::get`] returns.
     fn source(&self, vrf: &str, key: &RouteKey) -> Option<usize> {
+        self.effective(vrf, key).map(|(cn, _)| cn)
+    }
+
+    /// The copy read for a key, and its control node: the first with a fresh
+    /// copy, else the first with a stale one.
+    fn effective(&self, vrf: &str, key: &RouteKey) -> Option<(usize, Best<'_>)> {
         let mut stale = None;
         for (i, c) in self.cns.iter().enumerate() {
             if let Some(r) = c.vrfs.get(vrf).and_then(|t| t.get(key)) {
                 if !r.stale {
-                    return Some(i);
+                    return Some((i, &r.entry));
                 }
-                stale.get_or_insert(i);
+                stale.get_or_insert((i, &r.entry));
             }
         }
         stale
@@ -332,16 +338,7 @@ impl RouteStore {
     /// The effective route for a key: the first control node with a fresh
     /// copy, else the first with a stale one.
     pub fn get(&self, vrf: &str, key: &RouteKey) -> Option<Best<'_>> {
-        let mut stale = None;
-        for c in &self.cns {
-            if let Some(r) = c.vrfs.get(vrf).and_then(|t| t.get(key)) {
-                if !r.stale {
-                    return Some(&r.entry);
-                }
-                stale.get_or_insert(&r.entry);
-            }
-        }
-        stale
+        self.effective(vrf, key).map(|(_, e)| e)
     }
 
     /// Every key known in a VRF (any control node).
