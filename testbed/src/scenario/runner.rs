@@ -82,44 +82,50 @@ struct Open {
     /// Memory of the agents and the proxy when the window opened.
     memory_start: Vec<(String, Option<Memory>)>,
     /// Each agent's core-loop busy time by kind of work when the window opened.
-    core_start: Vec<(String, BTreeMap<String, u64>)>,
+    core_start: Vec<BusySample>,
+}
+
+/// One agent's core-loop busy time since its process started, by kind of work.
+struct BusySample {
+    name: String,
+    /// Which process: a restarted agent's counters begin again at zero.
+    pid: Option<u32>,
+    busy_ms: BTreeMap<String, u64>,
 }
 
 /// Every reachable agent's core-loop busy time since it started, by kind of work.
-async fn core_busy_now(bed: &Bed) -> Vec<(String, BTreeMap<String, u64>)> {
+async fn core_busy_now(bed: &Bed) -> Vec<BusySample> {
     let mut out = Vec::new();
     for a in &bed.agents {
         if let Some(st) = monitor::agent_status(&a.client, Duration::from_secs(2)).await {
-            out.push((a.plan.name.clone(), st.core_busy_ms));
+            out.push(BusySample {
+                name: a.plan.name.clone(),
+                pid: a.node.pid(),
+                busy_ms: st.core_busy_ms,
+            });
         }
     }
     out
 }
 
-/// What each agent's core loop did in the window: the counters' growth (all of the end
-/// value when the agent restarted in the window, as its counters began again at zero).
-fn core_busy_in_window(
-    start: &[(String, BTreeMap<String, u64>)],
-    end: Vec<(String, BTreeMap<String, u64>)>,
-) -> Vec<CoreBusy> {
+/// What each agent's core loop did in the window: the counters' growth, or all of the end
+/// value for a process that started in the window.
+fn core_busy_in_window(start: &[BusySample], end: Vec<BusySample>) -> Vec<CoreBusy> {
     end.into_iter()
-        .map(|(name, end)| {
-            let before = start.iter().find(|(n, _)| *n == name).map(|(_, m)| m);
-            let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
-            let restarted = before.is_none_or(|b| total(b) > total(&end));
-            let by_work: BTreeMap<String, u64> = end
-                .iter()
+        .map(|e| {
+            let before = start.iter().find(|b| b.name == e.name && b.pid == e.pid);
+            let by_work: BTreeMap<String, u64> = e
+                .busy_ms
+                .into_iter()
                 .map(|(work, ms)| {
-                    let from = match before {
-                        Some(b) if !restarted => b.get(work).copied().unwrap_or(0),
-                        _ => 0,
-                    };
-                    (work.clone(), ms.saturating_sub(from))
+                    let from = before.and_then(|b| b.busy_ms.get(&work)).copied();
+                    let grown = ms.saturating_sub(from.unwrap_or(0));
+                    (work, grown)
                 })
                 .filter(|(_, ms)| *ms > 0)
                 .collect();
             CoreBusy {
-                name,
+                name: e.name,
                 total_ms: by_work.values().sum(),
                 by_work,
             }
@@ -1117,22 +1123,28 @@ mod tests {
         pairs.iter().map(|(w, ms)| (w.to_string(), *ms)).collect()
     }
 
+    fn sample(name: &str, pid: u32, pairs: &[(&str, u64)]) -> BusySample {
+        BusySample {
+            name: name.into(),
+            pid: Some(pid),
+            busy_ms: busy(pairs),
+        }
+    }
+
     #[test]
     fn core_busy_is_the_growth_over_the_window() {
         let start = vec![
-            ("a".to_string(), busy(&[("routes", 100), ("audits", 50)])),
-            ("b".to_string(), busy(&[("routes", 900), ("exports", 300)])),
+            sample("a", 10, &[("routes", 100), ("audits", 50)]),
+            sample("b", 20, &[("routes", 900), ("exports", 300)]),
         ];
         let end = vec![
             // Grew: only the growth counts, kinds that did not grow are left out.
-            (
-                "a".to_string(),
-                busy(&[("routes", 400), ("audits", 50), ("exports", 20)]),
-            ),
-            // Restarted in the window (its counters began again): all of the end value.
-            ("b".to_string(), busy(&[("routes", 70), ("exports", 5)])),
+            sample("a", 10, &[("routes", 400), ("audits", 50), ("exports", 20)]),
+            // Restarted in the window (a new process, its counters began again): all of
+            // the end value.
+            sample("b", 21, &[("routes", 70), ("exports", 5)]),
             // Not there at the start (started in the window).
-            ("c".to_string(), busy(&[("ticks", 3)])),
+            sample("c", 30, &[("ticks", 3)]),
         ];
         let w = core_busy_in_window(&start, end);
         assert_eq!(
@@ -1156,5 +1168,11 @@ mod tests {
             ]
         );
         assert_eq!(w[0].summary(), "a core busy 320 ms: routes 300, exports 20");
+        // A restarted agent that already did more than before is still counted whole.
+        let again = core_busy_in_window(
+            &[sample("d", 40, &[("routes", 10)])],
+            vec![sample("d", 41, &[("routes", 500)])],
+        );
+        assert_eq!(again[0].total_ms, 500);
     }
 }
